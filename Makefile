@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned here: an unpinned install pulls a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fqlower demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests property_tests
+
+bench: $(STAMP)
+	$(PY) bench/roundtrip.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,315 @@
+"""Generators of big quantized *reference* models for benchmarks.
+
+A reference model is what ``prepare_fx`` -> calibrate -> ``convert_to_reference_fx``
+produces.  The generator here builds a deep residual network of ResNet-style basic
+blocks with tiny tensors (8 channels, 1x8x8x8 input), so graph size dominates and
+tensor work is negligible.
+
+Besides the reference ``GraphModule`` we also want the two maps that
+``lower_to_fbgemm`` receives (``node_name_to_qconfig`` and ``node_name_to_scope``).
+``convert_fx`` computes them internally and passes them straight into
+``torch.ao.quantization.fx.convert.lower_to_fbgemm``; we temporarily replace that
+function with an interceptor that records its arguments and aborts the conversion,
+then apply the same clean-up ``convert`` does for reference models.  The resulting
+graph is identical to ``convert_to_reference_fx``'s (checked by ``--check``).
+
+Each block contributes 16 FX nodes (plus 6 fixed ones), see ``NODES_PER_BLOCK``.
+
+Run ``python bench/models.py --sizes 1000,10000,50000`` to print build timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.fx import GraphModule
+
+__all__ = [
+    "NODES_PER_BLOCK",
+    "FIXED_NODES",
+    "BuildResult",
+    "build_residual_reference_model",
+    "residual_reference_model",
+]
+
+# Measured: a block (conv-bn-relu, conv-bn, add, relu) lowers to 16 reference-model
+# nodes; input placeholder/quantize/dequantize + output add 6 more.
+NODES_PER_BLOCK = 16
+FIXED_NODES = 6
+
+CHANNELS = 8
+INPUT_SHAPE = (1, CHANNELS, 8, 8)
+
+CACHE_DIR = Path(__file__).resolve().parent / ".cache"
+# Only cache models whose build took longer than this many seconds.
+CACHE_THRESHOLD_S = 30.0
+_CACHE_VERSION = 1
+
+# prepare_fx/convert_fx recurse through module trees and graphs; deep models can
+# need more than Python's default 1000 frames (e.g. deepcopy of long arg chains).
+_RECURSION_LIMIT = 100_000
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: relu(bn2(conv2(relu(bn1(conv1(x))))) + x)."""
+
+    def __init__(self, channels: int = CHANNELS) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu1(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return self.relu2(y + x)
+
+
+def blocks_for(target_nodes: int) -> int:
+    """Number of blocks whose reference model has about ``target_nodes`` nodes."""
+    return max(1, round((target_nodes - FIXED_NODES) / NODES_PER_BLOCK))
+
+
+def float_model(num_blocks: int, channels: int = CHANNELS, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(*[BasicBlock(channels) for _ in range(num_blocks)])
+    return model.eval()
+
+
+@dataclass
+class BuildResult:
+    gm: GraphModule
+    qconfig_map: dict[str, Any]
+    node_name_to_scope: dict[str, tuple[str, type]]
+    example_inputs: tuple[torch.Tensor, ...]
+    num_blocks: int
+    # Seconds per phase: "prepare", "calibrate", "convert" (or "load" from cache).
+    timings: dict[str, float] = field(default_factory=dict)
+    from_cache: bool = False
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.gm.graph.nodes)
+
+    def as_tuple(
+        self,
+    ) -> tuple[GraphModule, dict[str, Any], dict[str, tuple[str, type]], tuple[torch.Tensor, ...]]:
+        return self.gm, self.qconfig_map, self.node_name_to_scope, self.example_inputs
+
+
+class _Captured(Exception):
+    """Raised by the lower_to_fbgemm interceptor to abort convert_fx."""
+
+    def __init__(self, model: GraphModule, qconfig_map: dict, node_name_to_scope: dict):
+        super().__init__("captured")
+        self.model = model
+        self.qconfig_map = qconfig_map
+        self.node_name_to_scope = node_name_to_scope
+
+
+def _convert_module():
+    # ``torch.ao.quantization.fx.convert`` as an attribute is the *function*
+    # re-exported by the package; we need the submodule.
+    return importlib.import_module("torch.ao.quantization.fx.convert")
+
+
+@contextlib.contextmanager
+def _recursion_limit(limit: int):
+    old = sys.getrecursionlimit()
+    if limit > old:
+        sys.setrecursionlimit(limit)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def _capture_reference(prepared: GraphModule) -> _Captured:
+    """Run convert_fx on ``prepared`` up to lower_to_fbgemm and return its inputs."""
+    from torch.ao.quantization.quantize import _remove_qconfig
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    conv_mod = _convert_module()
+    original = conv_mod.lower_to_fbgemm
+
+    def interceptor(model, qconfig_map, node_name_to_scope, *args, **kwargs):
+        raise _Captured(model, qconfig_map, node_name_to_scope)
+
+    conv_mod.lower_to_fbgemm = interceptor
+    try:
+        convert_fx(prepared)
+    except _Captured as cap:
+        captured = cap
+    else:  # pragma: no cover - torch changed convert's structure
+        raise RuntimeError("convert_fx did not call lower_to_fbgemm; interceptor failed")
+    finally:
+        conv_mod.lower_to_fbgemm = original
+
+    # Same clean-up as the tail of torch.ao.quantization.fx.convert.convert, so the
+    # model equals convert_to_reference_fx's output.
+    model = captured.model
+    _remove_qconfig(model)
+    model.delete_all_unused_submodules()
+    model.meta.pop("_observed_graph_module_attrs", None)
+    return captured
+
+
+def _build(num_blocks: int, channels: int, capture_maps: bool) -> BuildResult:
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_to_reference_fx, prepare_fx
+
+    example_inputs = (torch.randn(1, channels, *INPUT_SHAPE[2:], generator=torch.Generator().manual_seed(0)),)
+    model = float_model(num_blocks, channels)
+    timings: dict[str, float] = {}
+    with _recursion_limit(_RECURSION_LIMIT), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        prepared = prepare_fx(model, get_default_qconfig_mapping("fbgemm"), example_inputs)
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            prepared(*example_inputs)
+        t2 = time.perf_counter()
+        if capture_maps:
+            cap = _capture_reference(prepared)
+            gm, qconfig_map, scope = cap.model, dict(cap.qconfig_map), dict(cap.node_name_to_scope)
+        else:
+            gm, qconfig_map, scope = convert_to_reference_fx(prepared), {}, {}
+        t3 = time.perf_counter()
+    timings.update(prepare=t1 - t0, calibrate=t2 - t1, convert=t3 - t2)
+    return BuildResult(gm, qconfig_map, scope, example_inputs, num_blocks, timings)
+
+
+def _cache_path(num_blocks: int, channels: int, capture_maps: bool) -> Path:
+    tag = "maps" if capture_maps else "nomaps"
+    return CACHE_DIR / (
+        f"residual_b{num_blocks}_c{channels}_{tag}_torch{torch.__version__}_v{_CACHE_VERSION}.pt"
+    )
+
+
+def _try_load(path: Path) -> BuildResult | None:
+    if not path.exists():
+        return None
+    t0 = time.perf_counter()
+    try:
+        with _recursion_limit(_RECURSION_LIMIT), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = torch.load(path, weights_only=False)
+        res = BuildResult(**data)
+    except Exception as exc:  # stale/corrupt cache: rebuild
+        print(f"[bench.models] ignoring unreadable cache {path.name}: {exc!r}", file=sys.stderr)
+        return None
+    res.timings = {"load": time.perf_counter() - t0}
+    res.from_cache = True
+    return res
+
+
+def _try_save(path: Path, res: BuildResult) -> None:
+    data = dict(
+        gm=res.gm,
+        qconfig_map=res.qconfig_map,
+        node_name_to_scope=res.node_name_to_scope,
+        example_inputs=res.example_inputs,
+        num_blocks=res.num_blocks,
+    )
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _recursion_limit(_RECURSION_LIMIT), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.save(data, tmp)
+        os.replace(tmp, path)
+    except Exception as exc:  # GraphModule not picklable etc.: just rebuild next time
+        print(f"[bench.models] not caching {path.name}: {exc!r}", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def build_residual_reference_model(
+    target_nodes: int,
+    *,
+    channels: int = CHANNELS,
+    capture_maps: bool = True,
+    use_cache: bool = True,
+) -> BuildResult:
+    """Build (or load from bench/.cache/) a reference model of ~``target_nodes`` nodes.
+
+    With ``capture_maps`` the qconfig map and node_name_to_scope are captured from
+    convert_fx; otherwise ``convert_to_reference_fx`` is used and both maps are empty.
+    Models whose build takes longer than ``CACHE_THRESHOLD_S`` are cached on disk
+    when ``use_cache`` (disable with env FQLOWER_BENCH_NO_CACHE=1).
+    """
+    num_blocks = blocks_for(target_nodes)
+    use_cache = use_cache and not os.environ.get("FQLOWER_BENCH_NO_CACHE")
+    path = _cache_path(num_blocks, channels, capture_maps)
+    if use_cache:
+        cached = _try_load(path)
+        if cached is not None:
+            return cached
+    res = _build(num_blocks, channels, capture_maps)
+    if use_cache and sum(res.timings.values()) > CACHE_THRESHOLD_S:
+        _try_save(path, res)
+    return res
+
+
+def residual_reference_model(
+    target_nodes: int,
+) -> tuple[GraphModule, dict[str, Any], dict[str, tuple[str, type]], tuple[torch.Tensor, ...]]:
+    """Return ``(gm, qconfig_map, node_name_to_scope, example_inputs)`` of ~target_nodes nodes."""
+    return build_residual_reference_model(target_nodes).as_tuple()
+
+
+def _check(num_blocks: int = 3) -> None:
+    """Captured model must equal convert_to_reference_fx's output."""
+    a = _build(num_blocks, CHANNELS, capture_maps=True)
+    b = _build(num_blocks, CHANNELS, capture_maps=False)
+    assert a.gm.code == b.gm.code, "captured graph differs from convert_to_reference_fx"
+    assert set(dict(a.gm.named_modules())) == set(dict(b.gm.named_modules()))
+    x = a.example_inputs
+    torch.testing.assert_close(a.gm(*x), b.gm(*x))
+    names = {n.name for n in a.gm.graph.nodes}
+    print(
+        f"check ok: {len(names)} nodes, {len(a.qconfig_map)} qconfig entries "
+        f"({len(names & set(a.qconfig_map))} match graph nodes), "
+        f"{len(a.node_name_to_scope)} scope entries "
+        f"({len(names & set(a.node_name_to_scope))} match graph nodes)"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="1000,10000,50000")
+    p.add_argument("--no-maps", action="store_true", help="use convert_to_reference_fx, empty maps")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--check", action="store_true", help="verify capture == convert_to_reference_fx")
+    args = p.parse_args(argv)
+    if args.check:
+        _check()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    print(f"{'target':>8} {'blocks':>7} {'nodes':>7} {'prepare s':>10} {'calib s':>8} {'convert s':>10} {'load s':>7}")
+    for n in sizes:
+        r = build_residual_reference_model(n, capture_maps=not args.no_maps, use_cache=not args.no_cache)
+        t = r.timings
+        f = lambda k: f"{t[k]:.2f}" if k in t else "-"  # noqa: E731
+        print(
+            f"{n:>8} {r.num_blocks:>7} {r.num_nodes:>7} {f('prepare'):>10} {f('calibrate'):>8} "
+            f"{f('convert'):>10} {f('load'):>7}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""fqlower: lower PyTorch FX quantized reference models to the native quantized
+backend as a pure-functional rewrite of an immutable IR.
+
+    program = fqlower.from_fx(reference_gm, qconfig_map, node_name_to_scope)
+    result, log = pipeline.run_logged(program)
+    lowered = fqlower.to_fx(result.program)
+"""
+
+__version__ = "0.1.0"
+
+from fqlower.changelog import Change, ChangeLog, Skip, apply_log
+from fqlower.edits import (
+    AddNode,
+    Edit,
+    RemoveNode,
+    ReplaceUses,
+    SetArgs,
+    SetConstant,
+    SetModule,
+    SetTarget,
+    apply,
+)
+from fqlower.emit import to_fx
+from fqlower.errors import (
+    ChangeLogError,
+    EmitError,
+    FqlowerError,
+    IRError,
+    ReplayMismatch,
+    UnsupportedInput,
+)
+from fqlower.fingerprint import fingerprint
+from fqlower.ir import (
+    Build,
+    FrozenDict,
+    ListArg,
+    Node,
+    Original,
+    Program,
+    Ref,
+    format_program,
+    from_fx,
+)
+from fqlower.pipeline import (
+    Instrument,
+    Match,
+    Miss,
+    Pass,
+    PassResult,
+    Pipeline,
+    Rule,
+    RulePass,
+    Snapshots,
+    Timing,
+    rule_pass,
+)
+
+__all__ = [
+    "AddNode",
+    "Build",
+    "Change",
+    "ChangeLog",
+    "ChangeLogError",
+    "Edit",
+    "EmitError",
+    "FqlowerError",
+    "FrozenDict",
+    "IRError",
+    "Instrument",
+    "ListArg",
+    "Match",
+    "Miss",
+    "Node",
+    "Original",
+    "Pass",
+    "PassResult",
+    "Pipeline",
+    "Program",
+    "Ref",
+    "RemoveNode",
+    "ReplaceUses",
+    "ReplayMismatch",
+    "Rule",
+    "RulePass",
+    "SetArgs",
+    "SetConstant",
+    "SetModule",
+    "SetTarget",
+    "Skip",
+    "Snapshots",
+    "Timing",
+    "UnsupportedInput",
+    "apply",
+    "apply_log",
+    "fingerprint",
+    "format_program",
+    "from_fx",
+    "rule_pass",
+    "to_fx",
+]

@@ -1,0 +1,393 @@
+"""The change log: what each pass did, as data that replays without matching.
+
+A log is JSON Lines: a header line (schema, versions, pipeline, fingerprints of the
+input, after each pass, and of the output) and one line per entry, either a
+`Change` (pass, rule, anchor node, bindings, edits) or a `Skip` (pass, rule, node,
+reason). Writing is canonical (sorted keys, no spaces), so the same lowering gives
+byte-identical logs in any process. Values are written with type tags
+(`{"$ref": "x"}`, `{"$tuple": [...]}`, `{"$name": "operator.add"}`, ...) so that
+`ChangeLog.loads(log.dumps()) == log`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import platform
+from typing import Any, Union
+
+import attrs
+import torch
+
+from fqlower.edits import (
+    AddNode,
+    Edit,
+    RemoveNode,
+    ReplaceUses,
+    SetArgs,
+    SetConstant,
+    SetModule,
+    SetTarget,
+    apply,
+)
+from fqlower.errors import ChangeLogError, FqlowerError, ReplayMismatch
+from fqlower.fingerprint import fingerprint
+from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, Ref
+from fqlower.names import qualified_name, resolve
+
+SCHEMA = 1
+
+
+@attrs.frozen
+class Change:
+    """One rewrite: `rule` of pass number `step` matched at `anchor` and made `edits`."""
+
+    step: int
+    pass_name: str
+    rule: str
+    anchor: str
+    bindings: FrozenDict  # role -> node name, e.g. {"dequantize": "dq_1", "quantize": "q_2"}
+    edits: tuple[Edit, ...]
+
+
+@attrs.frozen
+class Skip:
+    """A near miss: `rule` of pass number `step` looked at `node` and left it, because `reason`."""
+
+    step: int
+    pass_name: str
+    rule: str
+    node: str
+    reason: str
+
+
+Entry = Union[Change, Skip]
+
+
+@attrs.frozen
+class PassRecord:
+    name: str
+    fingerprint: str  # of the program after this pass
+
+
+def _versions() -> FrozenDict:
+    from fqlower import __version__
+
+    return FrozenDict(
+        (("fqlower", __version__), ("torch", torch.__version__.split("+")[0]), ("python", platform.python_version()))
+    )
+
+
+@attrs.frozen
+class Header:
+    input: str
+    output: str
+    passes: tuple[PassRecord, ...] = ()
+    versions: FrozenDict = attrs.field(factory=_versions)
+    schema: int = SCHEMA
+
+
+@attrs.frozen
+class ChangeLog:
+    """Header plus entries; `changes` and `skips` filter the entries."""
+
+    header: Header
+    entries: tuple[Entry, ...] = ()
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        return tuple(entry for entry in self.entries if isinstance(entry, Change))
+
+    @property
+    def skips(self) -> tuple[Skip, ...]:
+        return tuple(entry for entry in self.entries if isinstance(entry, Skip))
+
+    def dumps(self) -> str:
+        """The log as JSON Lines (canonical: byte-identical for equal logs)."""
+        lines = [_dump_json(_header_json(self.header))]
+        lines += [_dump_json(_entry_json(entry)) for entry in self.entries]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def loads(cls, text: str) -> ChangeLog:
+        """Read a log written by `dumps`; raises ChangeLogError on anything else."""
+        lines = [line for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise ChangeLogError("change log is empty: expected a header line")
+        records = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ChangeLogError(f"change log line {number} is not valid JSON: {error.msg}") from None
+        try:
+            header = _header_from(records[0])
+            entries = tuple(_entry_from(record, number) for number, record in enumerate(records[1:], start=2))
+        except ChangeLogError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ChangeLogError(f"change log is malformed: {type(error).__name__}: {error}") from None
+        return cls(header=header, entries=entries)
+
+
+# --- values ----------------------------------------------------------------------------------
+
+_TORCH_ENUMS = (torch.dtype, torch.memory_format, torch.layout, torch.qscheme)
+
+
+def encode(value: Any) -> Any:
+    """A JSON-ready, type-tagged form of an IR value."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if isinstance(value, Ref):
+        return {"$ref": value.name}
+    if isinstance(value, tuple):
+        items = [encode(item) for item in value]
+        if hasattr(value, "_fields"):
+            return {"$namedtuple": qualified_name(type(value)), "items": items}
+        return {"$tuple": items}
+    if isinstance(value, ListArg):
+        return {"$list": [encode(item) for item in value.items]}
+    if isinstance(value, FrozenDict):
+        return {"$dict": [[encode(key), encode(item)] for key, item in value.items()]}
+    if isinstance(value, slice):
+        return {"$slice": [encode(value.start), encode(value.stop), encode(value.step)]}
+    if value is Ellipsis:
+        return {"$ellipsis": True}
+    if isinstance(value, _TORCH_ENUMS):
+        return {"$torch": str(value).removeprefix("torch.")}
+    if isinstance(value, torch.device):
+        return {"$device": str(value)}
+    if isinstance(value, torch.Size):
+        return {"$size": list(value)}
+    if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+        buffer = io.BytesIO()
+        torch.save(value.detach(), buffer)
+        return {"$tensor": base64.b64encode(buffer.getvalue()).decode("ascii")}
+    if isinstance(value, Original):
+        return {"$original": value.path}
+    if isinstance(value, Build):
+        return {"$build": value.factory, "args": encode(value.args), "kwargs": encode(value.kwargs)}
+    if isinstance(value, Node):
+        return {"$node": _node_json(value)}
+    if isinstance(value, (torch.nn.Module, torch.nn.Parameter, torch._C.ScriptObject)):
+        raise ChangeLogError(
+            f"cannot write {type(value).__name__} into a change log: passes must describe new "
+            "modules and weights as Build specs"
+        )
+    if isinstance(value, type) or callable(value):
+        return {"$name": qualified_name(value)}
+    raise ChangeLogError(f"cannot write a value of type {type(value).__name__} into a change log: {value!r}")
+
+
+def decode(data: Any) -> Any:
+    """The IR value `encode` wrote."""
+    if data is None or isinstance(data, (bool, int, float, str)):
+        return data
+    if isinstance(data, list):
+        raise ChangeLogError(f"untagged list in change log: {data!r}")
+    if not isinstance(data, dict) or not data:
+        raise ChangeLogError(f"unexpected value in change log: {data!r}")
+    tag = next(key for key in data if key.startswith("$")) if any(k.startswith("$") for k in data) else None
+    payload = data.get(tag) if tag else None
+    if tag == "$float":
+        return float(payload)
+    if tag == "$ref":
+        return Ref(payload)
+    if tag == "$tuple":
+        return tuple(decode(item) for item in payload)
+    if tag == "$namedtuple":
+        return resolve(payload)(*(decode(item) for item in data["items"]))
+    if tag == "$list":
+        return ListArg(tuple(decode(item) for item in payload))
+    if tag == "$dict":
+        return FrozenDict((decode(key), decode(item)) for key, item in payload)
+    if tag == "$slice":
+        return slice(*(decode(item) for item in payload))
+    if tag == "$ellipsis":
+        return Ellipsis
+    if tag == "$torch":
+        return _torch_enum(payload)
+    if tag == "$device":
+        return torch.device(payload)
+    if tag == "$size":
+        return torch.Size(payload)
+    if tag == "$tensor":
+        return torch.load(io.BytesIO(base64.b64decode(payload)), weights_only=True)
+    if tag == "$original":
+        return Original(payload)
+    if tag == "$build":
+        return Build(payload, decode(data["args"]), decode(data["kwargs"]))
+    if tag == "$node":
+        return _node_from(payload)
+    if tag == "$name":
+        return resolve(payload)
+    raise ChangeLogError(f"unknown value tag in change log: {data!r}")
+
+
+def _torch_enum(name: str) -> Any:
+    value = getattr(torch, name, None)
+    if not isinstance(value, _TORCH_ENUMS):
+        raise ChangeLogError(f"unknown torch constant {name!r} in change log")
+    return value
+
+
+def _node_json(node: Node) -> dict[str, Any]:
+    meta = {}
+    for key, item in node.meta.items():
+        try:
+            meta[key] = encode(item)
+        except ChangeLogError:
+            continue  # meta that cannot be written (tracer values) is not part of replay
+    return {
+        "name": node.name,
+        "op": node.op,
+        "target": encode(node.target),
+        "args": encode(node.args),
+        "kwargs": encode(node.kwargs),
+        "type": encode(node.type),
+        "meta": meta,
+    }
+
+
+def _node_from(data: dict[str, Any]) -> Node:
+    return Node(
+        name=data["name"],
+        op=data["op"],
+        target=decode(data["target"]),
+        args=decode(data["args"]),
+        kwargs=decode(data["kwargs"]),
+        meta=FrozenDict((key, decode(item)) for key, item in data["meta"].items()),
+        type=decode(data["type"]),
+    )
+
+
+# --- records ---------------------------------------------------------------------------------
+
+_EDIT_KINDS: dict[str, type] = {
+    "add_node": AddNode,
+    "remove_node": RemoveNode,
+    "set_args": SetArgs,
+    "set_target": SetTarget,
+    "replace_uses": ReplaceUses,
+    "set_module": SetModule,
+    "set_constant": SetConstant,
+}
+_KIND_OF_EDIT = {cls: kind for kind, cls in _EDIT_KINDS.items()}
+
+
+def _edit_json(edit: Edit) -> dict[str, Any]:
+    fields = {field.name: encode(getattr(edit, field.name)) for field in attrs.fields(type(edit))}
+    return {"edit": _KIND_OF_EDIT[type(edit)], **fields}
+
+
+def _edit_from(data: dict[str, Any]) -> Edit:
+    kind = _EDIT_KINDS.get(data.get("edit"))
+    if kind is None:
+        raise ChangeLogError(f"unknown edit kind {data.get('edit')!r} in change log")
+    return kind(**{field.name: decode(data[field.name]) for field in attrs.fields(kind)})
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    if isinstance(entry, Change):
+        return {
+            "kind": "change",
+            "step": entry.step,
+            "pass": entry.pass_name,
+            "rule": entry.rule,
+            "anchor": entry.anchor,
+            "bindings": dict(entry.bindings),
+            "edits": [_edit_json(edit) for edit in entry.edits],
+        }
+    return {"kind": "skip", "step": entry.step, "pass": entry.pass_name, "rule": entry.rule, "node": entry.node, "reason": entry.reason}
+
+
+def _entry_from(data: dict[str, Any], line: int) -> Entry:
+    kind = data.get("kind")
+    if kind == "change":
+        return Change(
+            step=data["step"],
+            pass_name=data["pass"],
+            rule=data["rule"],
+            anchor=data["anchor"],
+            bindings=FrozenDict(data["bindings"]),
+            edits=tuple(_edit_from(edit) for edit in data["edits"]),
+        )
+    if kind == "skip":
+        return Skip(step=data["step"], pass_name=data["pass"], rule=data["rule"], node=data["node"], reason=data["reason"])
+    raise ChangeLogError(f"change log line {line}: unknown entry kind {kind!r}")
+
+
+def _header_json(header: Header) -> dict[str, Any]:
+    return {
+        "kind": "header",
+        "schema": header.schema,
+        "versions": dict(header.versions),
+        "input": header.input,
+        "output": header.output,
+        "passes": [[record.name, record.fingerprint] for record in header.passes],
+    }
+
+
+def _header_from(data: dict[str, Any]) -> Header:
+    if not isinstance(data, dict) or data.get("kind") != "header":
+        raise ChangeLogError("change log line 1 is not a header")
+    schema = data.get("schema")
+    if not isinstance(schema, int) or schema > SCHEMA:
+        raise ChangeLogError(
+            f"change log has schema {schema!r}; this fqlower reads schema {SCHEMA} and older: upgrade fqlower"
+        )
+    return Header(
+        input=data["input"],
+        output=data["output"],
+        passes=tuple(PassRecord(name, digest) for name, digest in data["passes"]),
+        versions=FrozenDict(data["versions"]),
+        schema=schema,
+    )
+
+
+def _dump_json(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+def apply_log(program: Program, log: ChangeLog) -> Program:
+    """Apply a log's edits without matching, checking every recorded fingerprint."""
+    found = fingerprint(program)
+    if found != log.header.input:
+        raise ReplayMismatch(
+            f"the log was recorded on a different program: input fingerprint {found[:12]} "
+            f"!= the log's {log.header.input[:12]}"
+        )
+    changes_by_step: dict[int, list[Change]] = {}
+    for change in log.changes:
+        changes_by_step.setdefault(change.step, []).append(change)
+    unknown_steps = set(changes_by_step) - set(range(len(log.header.passes)))
+    if unknown_steps:
+        raise ReplayMismatch(f"the log has changes for pass steps {sorted(unknown_steps)} that its header does not list")
+    for step, record in enumerate(log.header.passes):
+        for change in changes_by_step.get(step, ()):
+            try:
+                program = apply(program, change.edits)
+            except FqlowerError as error:
+                raise ReplayMismatch(
+                    f"change at {change.anchor!r} ({record.name}/{change.rule}) does not apply: {error.message}",
+                    node=change.anchor,
+                    program=program,
+                ) from error
+        found = fingerprint(program)
+        if found != record.fingerprint:
+            raise ReplayMismatch(
+                f"after pass {step} ({record.name}) the program's fingerprint {found[:12]} "
+                f"!= the log's {record.fingerprint[:12]}"
+            )
+    found = fingerprint(program)
+    if found != log.header.output:
+        raise ReplayMismatch(f"output fingerprint {found[:12]} != the log's {log.header.output[:12]}")
+    return program

@@ -1,0 +1,250 @@
+"""The closed set of edits and `apply`: the only code that changes a program.
+
+    program2 = apply(program, (AddNode(q_fc, after="fc"), ReplaceUses("q_out", "q_fc"), RemoveNode("q_out")))
+
+`apply` checks every edit against the program as it stands after the edits before
+it: no dangling or forward reference, no removal of a used node, no duplicate name,
+no call of a missing module or read of a missing constant. A rejected batch raises
+`IRError` naming the node; since programs are values, the program given is untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Union
+
+import attrs
+import torch
+from pyrsistent import pset
+
+from fqlower.errors import IRError
+from fqlower.ir import OPS, Build, FrozenDict, Graph, Node, Program, Ref, map_arg, refs_in
+
+
+@attrs.frozen
+class AddNode:
+    """Insert `node` after the node named `after` (and after anything added after it before)."""
+
+    node: Node
+    after: str
+
+
+@attrs.frozen
+class RemoveNode:
+    """Delete a node nobody uses."""
+
+    name: str
+
+
+@attrs.frozen
+class SetArgs:
+    """Replace a node's args and kwargs."""
+
+    name: str
+    args: tuple[Any, ...]
+    kwargs: FrozenDict = FrozenDict()
+
+
+@attrs.frozen
+class SetTarget:
+    """Change what a node calls: its op and target."""
+
+    name: str
+    op: str
+    target: Any
+
+
+@attrs.frozen
+class ReplaceUses:
+    """Make every user of `old` read `new` instead (`new` itself excepted)."""
+
+    old: str
+    new: str
+
+
+@attrs.frozen
+class SetModule:
+    """Put a module, or a `Build` spec the emitter materialises, at `path`."""
+
+    path: str
+    module: Any
+
+
+@attrs.frozen
+class SetConstant:
+    """Put a value (tensor, scalar, packed weight or `Build` spec) at get_attr target `attr`."""
+
+    attr: str
+    value: Any
+
+
+Edit = Union[AddNode, RemoveNode, SetArgs, SetTarget, ReplaceUses, SetModule, SetConstant]
+EDIT_TYPES: tuple[type, ...] = (AddNode, RemoveNode, SetArgs, SetTarget, ReplaceUses, SetModule, SetConstant)
+
+
+class _Draft:
+    """Evolvers over one program's tables while a batch of edits is checked and applied."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        graph = program.graph
+        self.nodes = graph.nodes.evolver()
+        self.positions = graph.positions.evolver()
+        self.users = graph.users.evolver()
+        self.modules = program.modules.evolver()
+        self.constants = program.constants.evolver()
+        self.serial = graph.next_serial
+
+    def fail(self, message: str, node: str | None) -> IRError:
+        return IRError(message, node=node, program=self.program)
+
+    def require_node(self, name: str, role: str) -> Node:
+        if name not in self.nodes:
+            raise self.fail(f"{role} {name!r} does not exist", name)
+        return self.nodes[name]
+
+    def check_inputs(self, name: str, position: tuple[int, ...], args: Any, kwargs: Any) -> tuple[str, ...]:
+        used = tuple(dict.fromkeys(ref.name for ref in refs_in((args, kwargs))))
+        for ref in used:
+            if ref not in self.nodes:
+                raise self.fail(f"node {name!r} would use {ref!r}, which does not exist (dangling reference)", name)
+            if not self.positions[ref] < position:
+                raise self.fail(f"node {name!r} would use {ref!r}, which comes after it", name)
+        return used
+
+    def check_target(self, name: str, op: str, target: Any) -> None:
+        if op not in OPS:
+            raise self.fail(f"node {name!r}: unknown op {op!r}", name)
+        if op == "call_module" and target not in self.modules:
+            raise self.fail(f"node {name!r} would call module {target!r}, which does not exist", name)
+        if op == "get_attr" and target not in self.constants:
+            raise self.fail(f"node {name!r} would read constant {target!r}, which does not exist", name)
+        if op == "call_function" and not callable(target):
+            raise self.fail(f"node {name!r}: call_function target {target!r} is not callable", name)
+        if op in ("call_method", "call_module", "get_attr") and not isinstance(target, str):
+            raise self.fail(f"node {name!r}: {op} target must be a string, got {target!r}", name)
+
+    def link(self, user: str, used: Iterable[str]) -> None:
+        for name in used:
+            self.users[name] = self.users[name].add(user)
+
+    def unlink(self, user: str, used: Iterable[str]) -> None:
+        for name in used:
+            self.users[name] = self.users[name].discard(user)
+
+    # one method per edit kind -------------------------------------------------------------
+    def add_node(self, edit: AddNode) -> None:
+        node = edit.node
+        if node.name in self.nodes:
+            raise self.fail(f"cannot add node {node.name!r}: the name is taken", node.name)
+        if not node.name.isidentifier():
+            raise self.fail(f"cannot add node {node.name!r}: not a valid identifier", node.name)
+        self.require_node(edit.after, f"node {node.name!r} is to follow node")
+        if node.op == "output":
+            raise self.fail(f"cannot add node {node.name!r}: the program already has an output", node.name)
+        self.check_target(node.name, node.op, node.target)
+        position = (*self.positions[edit.after], self.serial)
+        used = self.check_inputs(node.name, position, node.args, node.kwargs)
+        self.serial += 1
+        self.nodes[node.name] = node
+        self.positions[node.name] = position
+        self.users[node.name] = pset()
+        self.link(node.name, used)
+
+    def remove_node(self, edit: RemoveNode) -> None:
+        node = self.require_node(edit.name, "node to remove")
+        if node.op == "output":
+            raise self.fail(f"cannot remove the output node {edit.name!r}", edit.name)
+        users = self.users[edit.name]
+        if users:
+            raise self.fail(f"cannot remove node {edit.name!r}: still used by {sorted(users)}", edit.name)
+        self.unlink(edit.name, node.refs())
+        self.nodes.remove(edit.name)
+        self.positions.remove(edit.name)
+        self.users.remove(edit.name)
+
+    def set_args(self, edit: SetArgs) -> None:
+        node = self.require_node(edit.name, "node")
+        kwargs = edit.kwargs if isinstance(edit.kwargs, FrozenDict) else FrozenDict(edit.kwargs)
+        used = self.check_inputs(edit.name, self.positions[edit.name], edit.args, kwargs)
+        self.unlink(edit.name, node.refs())
+        self.link(edit.name, used)
+        self.nodes[edit.name] = attrs.evolve(node, args=tuple(edit.args), kwargs=kwargs)
+
+    def set_target(self, edit: SetTarget) -> None:
+        node = self.require_node(edit.name, "node")
+        if "output" in (node.op, edit.op) and node.op != edit.op:
+            raise self.fail(f"node {edit.name!r}: cannot turn {node.op} into {edit.op}", edit.name)
+        self.check_target(edit.name, edit.op, edit.target)
+        self.nodes[edit.name] = attrs.evolve(node, op=edit.op, target=edit.target)
+
+    def replace_uses(self, edit: ReplaceUses) -> None:
+        self.require_node(edit.old, "node whose uses are replaced,")
+        self.require_node(edit.new, "replacement node")
+        new_position = self.positions[edit.new]
+        moved = [user for user in self.users[edit.old] if user != edit.new]
+        for user in moved:
+            if not new_position < self.positions[user]:
+                raise self.fail(
+                    f"cannot redirect {user!r} from {edit.old!r} to {edit.new!r}: {edit.new!r} comes after it",
+                    user,
+                )
+        def swap(ref: Ref) -> Ref:
+            return Ref(edit.new) if ref.name == edit.old else ref
+
+        for user in moved:
+            node = self.nodes[user]
+            self.nodes[user] = attrs.evolve(node, args=map_arg(node.args, swap), kwargs=map_arg(node.kwargs, swap))
+        self.users[edit.old] = self.users[edit.old].difference(moved)
+        self.users[edit.new] = self.users[edit.new].update(moved)
+
+    def set_module(self, edit: SetModule) -> None:
+        if not isinstance(edit.module, (torch.nn.Module, Build)):
+            raise self.fail(
+                f"module path {edit.path!r}: expected a torch.nn.Module or a Build spec, got {type(edit.module).__name__}",
+                None,
+            )
+        _check_path(self, edit.path)
+        self.modules[edit.path] = edit.module
+
+    def set_constant(self, edit: SetConstant) -> None:
+        _check_path(self, edit.attr)
+        self.constants[edit.attr] = edit.value
+
+    def finish(self) -> Program:
+        graph = Graph(
+            nodes=self.nodes.persistent(),
+            positions=self.positions.persistent(),
+            users=self.users.persistent(),
+            next_serial=self.serial,
+        )
+        return attrs.evolve(
+            self.program, graph=graph, modules=self.modules.persistent(), constants=self.constants.persistent()
+        )
+
+
+def _check_path(draft: _Draft, path: str) -> None:
+    if not isinstance(path, str) or not path or not all(part.isidentifier() or part.isdigit() for part in path.split(".")):
+        raise draft.fail(f"invalid attribute path {path!r}", None)
+
+
+_APPLY = {
+    AddNode: _Draft.add_node,
+    RemoveNode: _Draft.remove_node,
+    SetArgs: _Draft.set_args,
+    SetTarget: _Draft.set_target,
+    ReplaceUses: _Draft.replace_uses,
+    SetModule: _Draft.set_module,
+    SetConstant: _Draft.set_constant,
+}
+
+
+def apply(program: Program, edits: Iterable[Edit]) -> Program:
+    """The program after `edits`, in order; all of them or, on an IRError, none."""
+    draft = _Draft(program)
+    for edit in edits:
+        handler = _APPLY.get(type(edit))
+        if handler is None:
+            raise IRError(f"not an edit: {edit!r}")
+        handler(draft, edit)
+    return draft.finish()

@@ -1,0 +1,169 @@
+"""`to_fx`: turn a program back into a runnable GraphModule, the one place with effects.
+
+It materialises `Build` specs (quantized modules, packed weights), installs every
+module and constant the graph refers to at its path, builds one `torch.fx.Graph`,
+and constructs the GraphModule once (one `recompile`). Objects that came from the
+input model are installed by reference and never modified: intermediate modules
+on a path (`blocks` of `blocks.3.conv`) are fresh `torch.nn.Module`s, as torch's
+own GraphModule constructor makes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx
+
+from fqlower.errors import EmitError
+from fqlower.ir import Build, FrozenDict, ListArg, Original, Program, Ref
+from fqlower.names import resolve
+
+PACKED_WEIGHT_MARK = "_packed_weight"
+
+
+def materialize(program: Program, value: Any) -> Any:
+    """The object a table value stands for: specs are built, anything else is itself."""
+    if isinstance(value, Original):
+        try:
+            return program.originals[value.path]
+        except KeyError:
+            raise EmitError(f"spec refers to {value.path!r}, which the input model does not have") from None
+    if isinstance(value, Build):
+        factory = resolve(value.factory)
+        args = [materialize(program, item) for item in value.args]
+        kwargs = {key: materialize(program, item) for key, item in value.kwargs.items()}
+        return factory(*args, **kwargs)
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(materialize(program, item) for item in value)
+    if isinstance(value, ListArg):
+        return [materialize(program, item) for item in value.items]
+    if isinstance(value, FrozenDict):
+        return {key: materialize(program, item) for key, item in value.items()}
+    return value
+
+
+def _materialize_at(program: Program, path: str, value: Any) -> Any:
+    try:
+        return materialize(program, value)
+    except EmitError:
+        raise
+    except Exception as error:
+        raise EmitError(f"cannot build the object at {path!r} from {value!r}: {error}") from error
+
+
+def _install(root: torch.nn.Module, path: str, value: Any, fresh: set[int]) -> None:
+    """Put `value` at `path` under `root`, creating fresh intermediate modules.
+
+    Never writes into a module it did not create: if a parent on the path is an
+    input module, the value must already be there.
+    """
+    *parents, field = path.split(".")
+    owner: Any = root
+    for depth, part in enumerate(parents):
+        child = getattr(owner, part, None)
+        if child is None:
+            child = torch.nn.Module()
+            fresh.add(id(child))
+            setattr(owner, part, child)
+        elif id(child) not in fresh:
+            remainder = parents[depth + 1 :] + [field]
+            found = _walk(child, remainder)
+            if found is not value:
+                raise EmitError(
+                    f"cannot install {path!r}: module {'.'.join(parents[: depth + 1])!r} comes from the input "
+                    "model and holds something else there"
+                )
+            return
+        owner = child
+    if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+        owner.register_buffer(field, value)
+    else:
+        setattr(owner, field, value)
+
+
+def _walk(obj: Any, parts: list[str]) -> Any:
+    for part in parts:
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _fx_arg(value: Any, env: dict[str, torch.fx.Node]) -> Any:
+    if isinstance(value, Ref):
+        return env[value.name]
+    if isinstance(value, tuple):
+        items = [_fx_arg(item, env) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, ListArg):
+        return [_fx_arg(item, env) for item in value.items]
+    if isinstance(value, FrozenDict):
+        return {key: _fx_arg(item, env) for key, item in value.items()}
+    if isinstance(value, slice):
+        return slice(_fx_arg(value.start, env), _fx_arg(value.stop, env), _fx_arg(value.step, env))
+    return value
+
+
+def _save_packed_weights(module: torch.nn.Module, destination: dict, prefix: str, keep_vars: bool) -> None:
+    """state_dict hook: packed weights are ScriptObjects, which state_dict skips by itself."""
+    for name, value in vars(module).items():
+        if PACKED_WEIGHT_MARK in name and isinstance(value, torch._C.ScriptObject):
+            destination[prefix + name] = value
+
+
+def _load_packed_weights(
+    module: torch.nn.Module,
+    state_dict: dict,
+    prefix: str,
+    local_metadata: Any,
+    strict: bool,
+    missing_keys: list,
+    unexpected_keys: list,
+    error_msgs: list,
+) -> None:
+    """load_state_dict pre-hook: take this module's packed weights out of `state_dict`."""
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        name = key[len(prefix) :]
+        if "." not in name and PACKED_WEIGHT_MARK in name and isinstance(state_dict[key], torch._C.ScriptObject):
+            setattr(module, name, state_dict.pop(key))
+
+
+def to_fx(program: Program) -> torch.fx.GraphModule:
+    """The GraphModule a program describes; reads the program, builds new objects."""
+    graph = torch.fx.Graph(tracer_cls=program.context.tracer_cls, tracer_extras=program.context.tracer_extras)
+    if program.context.codegen is not None:
+        graph._codegen = program.context.codegen
+    env: dict[str, torch.fx.Node] = {}
+    targets: dict[str, Any] = {}
+    for node in program.nodes():
+        if node.op == "call_module":
+            targets.setdefault(node.target, program.modules.get(node.target))
+        elif node.op == "get_attr":
+            targets.setdefault(node.target, program.constants.get(node.target))
+        fx_node = graph.create_node(
+            node.op,
+            node.target,
+            _fx_arg(node.args, env),
+            _fx_arg(node.kwargs, env),
+            name=node.name,
+            type_expr=node.type,
+        )
+        if fx_node.name != node.name:
+            raise EmitError(f"node {node.name!r} came out as {fx_node.name!r}: the name is not a valid FX name")
+        fx_node.meta = dict(node.meta)
+        env[node.name] = fx_node
+
+    root = torch.nn.Module()
+    fresh: set[int] = set()
+    packed = False
+    for path in sorted(targets, key=lambda path: path.count(".")):
+        value = _materialize_at(program, path, targets[path])
+        packed |= isinstance(value, torch._C.ScriptObject) and PACKED_WEIGHT_MARK in path
+        _install(root, path, value, fresh)
+    root.training = program.context.training
+
+    module = torch.fx.GraphModule(root, graph, class_name=program.context.class_name)
+    module.meta = dict(program.context.meta)
+    if packed:
+        module._register_state_dict_hook(_save_packed_weights)
+        module.register_load_state_dict_pre_hook(_load_packed_weights)
+    return module

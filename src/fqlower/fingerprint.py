@@ -1,0 +1,137 @@
+"""Content hashes of programs: structure, targets, module types and values.
+
+`fingerprint(program)` is equal for a deep copy of the same model and differs when
+any node, edge, target, weight, scale or module configuration differs. Node meta
+(stack traces, tracer values) is not part of it, and neither are the qconfig
+objects themselves: only whether each node has one.
+
+Tensor digests are cached per tensor object and version counter, so hashing a
+model twice does not hash its weights twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from fqlower.errors import ChangeLogError
+from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, Ref
+from fqlower.names import qualified_name
+
+# id(tensor) -> (weak reference, version, data pointer, digest). Keyed by id because a
+# WeakKeyDictionary compares tensors with ==, which is elementwise.
+_tensor_digests: dict[int, tuple[weakref.ref, int, int, str]] = {}
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """sha256 of dtype, shape, quantization parameters and raw values."""
+    key = (tensor._version, tensor.data_ptr() if tensor.device.type != "meta" else 0)
+    cached = _tensor_digests.get(id(tensor))
+    if cached is not None and cached[0]() is tensor and cached[1:3] == key:
+        return cached[3]
+    digest = hashlib.sha256()
+    digest.update(f"{tensor.dtype}|{tuple(tensor.shape)}|{tensor.device.type}|".encode())
+    data = tensor.detach()
+    if data.is_quantized:
+        digest.update(str(data.qscheme()).encode())
+        if data.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            digest.update(f"{data.q_scale().hex()}|{data.q_zero_point()}".encode())
+        else:
+            digest.update(tensor_digest(data.q_per_channel_scales()).encode())
+            digest.update(tensor_digest(data.q_per_channel_zero_points()).encode())
+            digest.update(str(data.q_per_channel_axis()).encode())
+        data = data.int_repr()
+    if data.device.type != "meta" and data.layout == torch.strided:
+        flat = data.cpu().contiguous().reshape(-1)
+        if flat.numel():
+            digest.update(flat.view(torch.uint8).numpy())
+    elif data.layout != torch.strided:
+        digest.update(repr(data).encode())
+    result = digest.hexdigest()
+    identity = id(tensor)
+    _tensor_digests[identity] = (weakref.ref(tensor, lambda _: _tensor_digests.pop(identity, None)), *key, result)
+    return result
+
+
+def _name(obj: Any) -> str:
+    try:
+        return qualified_name(obj)
+    except ChangeLogError:
+        return f"{type(obj).__module__}.{type(obj).__qualname__}:{getattr(obj, '__name__', '?')}"
+
+
+def describe(value: Any, program: Program | None = None) -> Any:
+    """A canonical, hashable-by-repr description of a value, for hashing."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return ("float", value.hex() if math.isfinite(value) else repr(value))
+    if isinstance(value, Ref):
+        return ("ref", value.name)
+    if isinstance(value, tuple):
+        kind = "tuple" if not hasattr(value, "_fields") else _name(type(value))
+        return (kind, tuple(describe(item, program) for item in value))
+    if isinstance(value, (list, ListArg)):
+        items = value.items if isinstance(value, ListArg) else value
+        return ("list", tuple(describe(item, program) for item in items))
+    if isinstance(value, (FrozenDict, Mapping)):
+        return ("dict", tuple((describe(k, program), describe(v, program)) for k, v in value.items()))
+    if isinstance(value, slice):
+        return ("slice", describe((value.start, value.stop, value.step), program))
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tensor_digest(value))
+    if isinstance(value, torch.nn.Module):
+        return ("module", module_digest(value))
+    if isinstance(value, torch._C.ScriptObject):
+        return ("script", str(value._type()), describe(value.__getstate__(), program))
+    if isinstance(value, Build):
+        return ("build", value.factory, describe(value.args, program), describe(value.kwargs, program))
+    if isinstance(value, Original):
+        found = program.originals.get(value.path) if program is not None else None
+        return ("original", value.path, describe(found, program))
+    if isinstance(value, (torch.dtype, torch.device, torch.memory_format, torch.layout, torch.Size)):
+        return (type(value).__name__, str(value))
+    if isinstance(value, type) or callable(value):
+        return ("callable", _name(value))
+    return ("object", _name(type(value)), repr(value))
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's types, configuration (repr) and state."""
+    digest = hashlib.sha256()
+    for path, submodule in module.named_modules(remove_duplicate=False):
+        digest.update(f"{path}|{_name(type(submodule))}|{submodule.extra_repr()}\n".encode())
+    for key, value in module.state_dict(keep_vars=True).items():
+        digest.update(f"{key}={describe(value)!r}\n".encode())
+    return digest.hexdigest()
+
+
+def node_description(node: Node, program: Program | None = None) -> Any:
+    target = node.target if isinstance(node.target, str) else _name(node.target)
+    return (node.name, node.op, target, describe(node.args, program), describe(node.kwargs, program), describe(node.type))
+
+
+def fingerprint(program: Program) -> str:
+    """sha256 over the program in order and every module and constant it refers to."""
+    digest = hashlib.sha256()
+    referenced: dict[str, Any] = {}
+    for node in program.nodes():
+        digest.update(repr(node_description(node, program)).encode())
+        digest.update(b"\n")
+        if node.op == "call_module":
+            referenced.setdefault(node.target, program.modules.get(node.target))
+        elif node.op == "get_attr":
+            referenced.setdefault(node.target, program.constants.get(node.target))
+    for path in sorted(referenced):
+        digest.update(f"@{path}={describe(referenced[path], program)!r}\n".encode())
+    for name in sorted(program.qconfig):
+        digest.update(f"q:{name}:{program.qconfig[name] is None}\n".encode())
+    for name in sorted(program.scope):
+        path, module_type = program.scope[name]
+        digest.update(f"s:{name}:{path}:{_name(module_type)}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,477 @@
+"""The immutable program representation and its import from torch.fx.
+
+A `Program` is a value: a `Graph` of `Node` records plus the tables a GraphModule
+carries (modules by path, get_attr constants, the qconfig and scope maps). Node
+references inside args/kwargs are `Ref(name)`; lists are `ListArg`, dicts are
+`FrozenDict`, so every arg is immutable. Torch modules and tensors are held by
+reference and never mutated.
+
+Only `fqlower.edits.apply` builds a changed program; this module builds the first
+one (`from_fx`) and answers queries.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import attrs
+import torch
+import torch.fx
+from pyrsistent import PMap, PSet, pmap, pset
+
+from fqlower.errors import UnsupportedInput
+
+OPS = frozenset({"placeholder", "get_attr", "call_function", "call_method", "call_module", "output"})
+
+Position = tuple[int, ...]
+"""Sort key of a node. A node added after X gets X's key plus a fresh serial, so it
+sorts after X and everything added after X before it, and before X's successor."""
+
+
+class FrozenDict(Mapping[str, Any]):
+    """An immutable, insertion-ordered dict (kwargs and dict args).
+
+    Order is kept so that emitted code lists keyword arguments as the input did;
+    PMap's order would depend on the process's string hash seed.
+    """
+
+    __slots__ = ("_items", "_dict")
+
+    def __init__(self, items: Iterable[tuple[Any, Any]] | Mapping[Any, Any] = ()):
+        pairs = tuple(items.items() if isinstance(items, Mapping) else items)
+        self._items = pairs
+        self._dict = dict(pairs)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._dict[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._dict)
+
+    def __len__(self) -> int:
+        return len(self._dict)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenDict):
+            return self._dict == other._dict
+        if isinstance(other, Mapping):
+            return self._dict == dict(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._dict.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({self._dict!r})"
+
+    def set(self, key: Any, value: Any) -> FrozenDict:
+        """A copy with `key` set (appended if new, replaced in place if present)."""
+        if key in self._dict:
+            return FrozenDict((k, value if k == key else v) for k, v in self._items)
+        return FrozenDict((*self._items, (key, value)))
+
+    def remove(self, key: Any) -> FrozenDict:
+        return FrozenDict((k, v) for k, v in self._items if k != key)
+
+
+EMPTY = FrozenDict()
+
+
+@attrs.frozen
+class Ref:
+    """A reference to the node called `name`."""
+
+    name: str
+
+    def __repr__(self) -> str:
+        return f"%{self.name}"
+
+
+@attrs.frozen
+class ListArg:
+    """A list argument (`torch.cat([a, b])`), kept distinct from a tuple."""
+
+    items: tuple[Any, ...]
+
+
+@attrs.frozen
+class Node:
+    """One FX node as a value."""
+
+    name: str
+    op: str  # placeholder | get_attr | call_function | call_method | call_module | output
+    target: Any  # callable for call_function; str otherwise
+    args: tuple[Any, ...] = ()
+    kwargs: FrozenDict = EMPTY
+    meta: FrozenDict = attrs.field(default=EMPTY, eq=False)  # FX node.meta, by reference
+    type: Any = None  # FX's type annotation (placeholders' annotations in forward's signature)
+
+    def refs(self) -> tuple[str, ...]:
+        """Names of the nodes this node reads, in argument order, without repeats."""
+        return tuple(dict.fromkeys(ref.name for ref in refs_in((self.args, self.kwargs))))
+
+    def arg(self, index: int, keyword: str, default: Any = None) -> Any:
+        """Argument by position or keyword, as FX callers pass either."""
+        if index < len(self.args):
+            return self.args[index]
+        return self.kwargs.get(keyword, default)
+
+
+# --- specs: objects the emitter builds, described as data ---------------------------------
+
+
+@attrs.frozen
+class Original:
+    """The module or attribute at `path` in the input model (never edited)."""
+
+    path: str
+
+
+@attrs.frozen
+class Build:
+    """An object the emitter builds by calling `factory(*args, **kwargs)`.
+
+    `factory` is a qualified name (see `fqlower.names`); args may hold `Original`
+    and nested `Build` values. Used for quantized modules and packed weights.
+    """
+
+    factory: str
+    args: tuple[Any, ...] = ()
+    kwargs: FrozenDict = EMPTY
+
+
+# --- graph and program ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class Graph:
+    """Nodes by name, their order, and who uses whom."""
+
+    nodes: PMap  # name -> Node
+    positions: PMap  # name -> Position
+    users: PMap  # name -> PSet of user names
+    next_serial: int
+
+    @functools.cached_property
+    def order(self) -> tuple[str, ...]:
+        """Node names in program order (sorted once per graph value)."""
+        return tuple(sorted(self.nodes.keys(), key=self.positions.__getitem__))
+
+
+@attrs.frozen
+class FxContext:
+    """What a GraphModule carries besides nodes and attributes, kept to rebuild it."""
+
+    class_name: str = "GraphModule"
+    training: bool = False
+    codegen: Any = None  # torch.fx CodeGen (pytree in/out specs), by reference
+    tracer_cls: Any = None
+    tracer_extras: Any = None
+    meta: FrozenDict = EMPTY  # GraphModule.meta, shallow
+
+
+@attrs.frozen
+class Program:
+    """A whole model: the graph plus the tables its nodes refer to."""
+
+    graph: Graph
+    modules: PMap  # call_module path -> nn.Module | Build
+    constants: PMap  # get_attr target -> value | Build
+    originals: PMap  # path -> the input model's object there; specs read it via Original
+    qconfig: PMap  # node name -> QConfigAny
+    scope: PMap  # node name -> (module path, module type)
+    context: FxContext = attrs.field(factory=FxContext, eq=False)
+
+    # queries ----------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        from fqlower.errors import IRError
+
+        try:
+            return self.graph.nodes[name]
+        except KeyError:
+            raise IRError(f"node {name!r} does not exist", node=name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.graph.nodes
+
+    def nodes(self) -> Iterator[Node]:
+        """Nodes in program order."""
+        nodes = self.graph.nodes
+        return (nodes[name] for name in self.graph.order)
+
+    def users(self, name: str) -> tuple[str, ...]:
+        """Names of the nodes that read `name`, in program order."""
+        users = self.graph.users.get(name, pset())
+        return tuple(sorted(users, key=self.graph.positions.__getitem__))
+
+    def position(self, name: str) -> Position:
+        return self.graph.positions[name]
+
+    def module(self, node: Node) -> Any:
+        """The module (or spec) a call_module node calls."""
+        return self.modules.get(node.target)
+
+    def __len__(self) -> int:
+        return len(self.graph.nodes)
+
+    def __str__(self) -> str:
+        return format_program(self)
+
+
+# --- args ----------------------------------------------------------------------------------
+
+
+def map_arg(value: Any, fn: Callable[[Ref], Any]) -> Any:
+    """Rebuild `value` with every Ref replaced by fn(ref)."""
+    if isinstance(value, Ref):
+        return fn(value)
+    if isinstance(value, tuple):
+        mapped = [map_arg(item, fn) for item in value]
+        return type(value)(*mapped) if hasattr(value, "_fields") else tuple(mapped)
+    if isinstance(value, ListArg):
+        return ListArg(tuple(map_arg(item, fn) for item in value.items))
+    if isinstance(value, FrozenDict):
+        return FrozenDict((key, map_arg(item, fn)) for key, item in value.items())
+    if isinstance(value, slice):
+        return slice(map_arg(value.start, fn), map_arg(value.stop, fn), map_arg(value.step, fn))
+    return value
+
+
+def refs_in(value: Any) -> Iterator[Ref]:
+    """Every Ref inside `value`, in order."""
+    if isinstance(value, Ref):
+        yield value
+    elif isinstance(value, tuple):
+        for item in value:
+            yield from refs_in(item)
+    elif isinstance(value, ListArg):
+        for item in value.items:
+            yield from refs_in(item)
+    elif isinstance(value, FrozenDict):
+        for item in value.values():
+            yield from refs_in(item)
+    elif isinstance(value, slice):
+        yield from refs_in((value.start, value.stop, value.step))
+
+
+def import_arg(value: Any) -> Any:
+    """An FX argument as an IR value (fx.Node -> Ref, list -> ListArg, dict -> FrozenDict)."""
+    if isinstance(value, torch.fx.Node):
+        return Ref(value.name)
+    if isinstance(value, tuple):
+        items = [import_arg(item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        return ListArg(tuple(import_arg(item) for item in value))
+    if isinstance(value, dict):
+        return FrozenDict((key, import_arg(item)) for key, item in value.items())
+    if isinstance(value, slice):
+        return slice(import_arg(value.start), import_arg(value.stop), import_arg(value.step))
+    return value
+
+
+# --- import --------------------------------------------------------------------------------
+
+
+def _lookup_attr(root: torch.nn.Module, path: str) -> Any:
+    value: Any = root
+    for attr in path.split("."):
+        value = getattr(value, attr)
+    return value
+
+
+def from_fx(
+    gm: torch.fx.GraphModule,
+    qconfig_map: Mapping[str, Any] | None = None,
+    node_name_to_scope: Mapping[str, tuple[str, type]] | None = None,
+) -> Program:
+    """The program a GraphModule describes. Reads `gm`; changes nothing in it."""
+    if not isinstance(gm, torch.fx.GraphModule):
+        raise UnsupportedInput(
+            f"expected a torch.fx.GraphModule, got {type(gm).__name__}; "
+            "trace the model first (torch.fx.symbolic_trace or prepare_fx/convert_fx)"
+        )
+    for label, given in (("qconfig_map", qconfig_map), ("node_name_to_scope", node_name_to_scope)):
+        if given is not None and not isinstance(given, Mapping):
+            raise UnsupportedInput(f"{label} must be a mapping of node names, got {type(given).__name__}")
+
+    nodes: dict[str, Node] = {}
+    positions: dict[str, Position] = {}
+    users: dict[str, set[str]] = {}
+    modules: dict[str, Any] = {}
+    constants: dict[str, Any] = {}
+    for index, fx_node in enumerate(gm.graph.nodes):
+        node = Node(
+            name=fx_node.name,
+            op=fx_node.op,
+            target=fx_node.target,
+            args=import_arg(tuple(fx_node.args)),
+            kwargs=import_arg(dict(fx_node.kwargs)),
+            meta=FrozenDict(fx_node.meta),
+            type=fx_node.type,
+        )
+        for used in node.refs():
+            if used not in nodes:
+                raise UnsupportedInput(
+                    f"node {node.name!r} uses {used!r}, which is not defined before it "
+                    "(the graph fails torch.fx lint)",
+                    node=node.name,
+                )
+            users[used].add(node.name)
+        if node.op == "call_module":
+            try:
+                modules[node.target] = gm.get_submodule(node.target)
+            except AttributeError:
+                raise UnsupportedInput(
+                    f"node {node.name!r} calls module {node.target!r}, which the model does not have",
+                    node=node.name,
+                ) from None
+        elif node.op == "get_attr":
+            try:
+                constants[node.target] = _lookup_attr(gm, node.target)
+            except AttributeError:
+                raise UnsupportedInput(
+                    f"node {node.name!r} reads attribute {node.target!r}, which the model does not have",
+                    node=node.name,
+                ) from None
+        nodes[node.name] = node
+        positions[node.name] = (index,)
+        users[node.name] = set()
+
+    graph = Graph(
+        nodes=pmap(nodes),
+        positions=pmap(positions),
+        users=pmap({name: pset(used_by) for name, used_by in users.items()}),
+        next_serial=len(nodes),
+    )
+    fx_graph = gm.graph
+    context = FxContext(
+        class_name=type(gm).__name__,
+        training=gm.training,
+        codegen=fx_graph._codegen,
+        tracer_cls=fx_graph._tracer_cls,
+        tracer_extras=fx_graph._tracer_extras,
+        meta=FrozenDict(getattr(gm, "meta", {})),
+    )
+    return Program(
+        graph=graph,
+        modules=pmap(modules),
+        constants=pmap(constants),
+        originals=pmap({**constants, **modules}),
+        qconfig=pmap(dict(qconfig_map or {})),
+        scope=pmap(dict(node_name_to_scope or {})),
+        context=context,
+    )
+
+
+# --- printing ------------------------------------------------------------------------------
+
+
+def format_arg(value: Any) -> str:
+    if isinstance(value, Ref):
+        return f"%{value.name}"
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        inner = ", ".join(format_arg(item) for item in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, ListArg):
+        return "[" + ", ".join(format_arg(item) for item in value.items) + "]"
+    if isinstance(value, FrozenDict):
+        return "{" + ", ".join(f"{key!r}: {format_arg(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, slice):
+        return f"slice({format_arg(value.start)}, {format_arg(value.stop)}, {format_arg(value.step)})"
+    if isinstance(value, Build):
+        return format_build(value)
+    if isinstance(value, Original):
+        return f"<{value.path}>"
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)}:{str(value.dtype).removeprefix('torch.')}"
+    if callable(value) and not isinstance(value, type):
+        return format_target(value)
+    return repr(value)
+
+
+def format_target(target: Any) -> str:
+    if isinstance(target, str):
+        return target
+    from fqlower.names import qualified_name
+    from fqlower.errors import ChangeLogError
+
+    try:
+        return qualified_name(target)
+    except ChangeLogError:
+        return getattr(target, "__name__", repr(target))
+
+
+def format_build(spec: Build) -> str:
+    parts = [format_arg(item) for item in spec.args]
+    parts += [f"{key}={format_arg(item)}" for key, item in spec.kwargs.items()]
+    return f"{spec.factory}({', '.join(parts)})"
+
+
+def _call_args(node: Node) -> str:
+    parts = [format_arg(item) for item in node.args]
+    parts += [f"{key}={format_arg(item)}" for key, item in node.kwargs.items()]
+    return ", ".join(parts)
+
+
+def format_node(node: Node, program: Program | None = None) -> str:
+    """One line: `%name = what(args)`, the way a reader thinks of the node."""
+    if node.op == "placeholder":
+        default = f" = {format_arg(node.args[0])}" if node.args else ""
+        return f"%{node.name} = placeholder {node.target}{default}"
+    if node.op == "output":
+        return f"return {format_arg(node.args[0]) if node.args else 'None'}"
+    if node.op == "get_attr":
+        return f"%{node.name} = get_attr {node.target}"
+    if node.op == "call_method":
+        receiver, *rest = node.args or (None,)
+        rest_node = attrs.evolve(node, args=tuple(rest))
+        return f"%{node.name} = {format_arg(receiver)}.{node.target}({_call_args(rest_node)})"
+    line = f"%{node.name} = {format_target(node.target)}({_call_args(node)})"
+    if node.op == "call_module" and program is not None:
+        module = program.modules.get(node.target)
+        kind = format_build(module) if isinstance(module, Build) else type(module).__name__
+        line += f"  # {kind}"
+    return line
+
+
+def format_program(program: Program) -> str:
+    return "\n".join(format_node(node, program) for node in program.nodes())
+
+
+def format_program_around(program: Program, name: str, context_lines: int) -> str:
+    """The printed program a few lines either side of `name`, with `name` marked."""
+    order = program.graph.order
+    if name not in program.graph.nodes:
+        return ""
+    at = order.index(name)
+    first, last = max(0, at - context_lines), min(len(order), at + context_lines + 1)
+    lines = []
+    for index in range(first, last):
+        marker = "-->" if index == at else "   "
+        lines.append(f"{marker} {format_node(program.graph.nodes[order[index]], program)}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "EMPTY",
+    "Build",
+    "FrozenDict",
+    "FxContext",
+    "Graph",
+    "ListArg",
+    "Node",
+    "Original",
+    "Position",
+    "Program",
+    "Ref",
+    "format_node",
+    "format_program",
+    "from_fx",
+    "import_arg",
+    "map_arg",
+    "refs_in",
+]
+

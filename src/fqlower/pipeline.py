@@ -1,0 +1,213 @@
+"""Passes, pipelines, instruments and the match-then-rewrite driver.
+
+A pass is anything with a `name` and a pure `run(program) -> PassResult`. Most
+passes are `RulePass`es: an ordered tuple of `Rule`s, each a matcher that answers
+`Match` (rewrite here), `Miss(reason)` (almost: say why not) or `None` (not this
+pattern), plus a rewriter that returns edits as data. The driver walks the nodes
+in program order, applies each rewrite with `fqlower.edits.apply`, and records a
+`Change` or a `Skip`.
+
+A `Pipeline` is itself a pass. Instruments observe each pass (before/after) and
+never change anything: `Timing` and `Snapshots` ship here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from fqlower.changelog import Change, ChangeLog, Entry, Header, PassRecord, Skip
+from fqlower.edits import Edit, apply
+from fqlower.errors import FqlowerError
+from fqlower.fingerprint import fingerprint
+from fqlower.ir import FrozenDict, Node, Program
+
+
+@attrs.frozen
+class PassResult:
+    program: Program
+    entries: tuple[Entry, ...] = ()
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        return tuple(entry for entry in self.entries if isinstance(entry, Change))
+
+
+@runtime_checkable
+class Pass(Protocol):
+    name: str
+
+    def run(self, program: Program) -> PassResult: ...
+
+
+@attrs.frozen
+class Match:
+    """Where a rule applies: the anchor node, the other nodes by role, and what the
+    rewriter needs to know (plain data)."""
+
+    anchor: str
+    bindings: FrozenDict = FrozenDict()
+    facts: FrozenDict = FrozenDict()
+
+
+@attrs.frozen
+class Miss:
+    """Almost a match; `reason` says why the node stays as it is."""
+
+    reason: str
+
+
+Matcher = Callable[[Program, Node], "Match | Miss | None"]
+Rewriter = Callable[[Program, Match], Iterable[Edit]]
+
+
+@attrs.frozen
+class Rule:
+    name: str
+    match: Matcher
+    rewrite: Rewriter
+
+
+def _with_context(error: FqlowerError, prefix: str, program: Program, node: str) -> FqlowerError:
+    return type(error)(f"{prefix}: {error.message}", node=error.node or node, program=error.program or program)
+
+
+@attrs.frozen
+class RulePass:
+    """A pass made of rules, tried in order on every node the pass starts with."""
+
+    name: str
+    rules: tuple[Rule, ...]
+
+    def run(self, program: Program) -> PassResult:
+        entries: list[Entry] = []
+        for name in program.graph.order:
+            if name not in program:  # removed by an earlier rewrite of this pass
+                continue
+            for rule in self.rules:
+                node = program.node(name)
+                outcome = rule.match(program, node)
+                if outcome is None:
+                    continue
+                if isinstance(outcome, Miss):
+                    entries.append(Skip(0, self.name, rule.name, name, outcome.reason))
+                    continue
+                try:
+                    edits = tuple(rule.rewrite(program, outcome))
+                    program = apply(program, edits)
+                except FqlowerError as error:
+                    raise _with_context(error, f"pass {self.name}, rule {rule.name}", program, name) from error
+                entries.append(Change(0, self.name, rule.name, outcome.anchor, outcome.bindings, edits))
+                break
+        return PassResult(program, tuple(entries))
+
+
+def rule_pass(name: str, match: Matcher, rewrite: Rewriter) -> RulePass:
+    """A one-rule pass whose rule has the pass's name."""
+    return RulePass(name, (Rule(name, match, rewrite),))
+
+
+# --- instruments -----------------------------------------------------------------------------
+
+
+class Instrument:
+    """Observes passes; subclasses override what they need. Must not change anything."""
+
+    def before(self, pass_: Pass, program: Program) -> None:
+        pass
+
+    def after(self, pass_: Pass, program: Program, result: PassResult) -> None:
+        pass
+
+
+class Timing(Instrument):
+    """Wall-clock seconds per pass, in pipeline order."""
+
+    def __init__(self) -> None:
+        self.seconds: list[tuple[str, float]] = []
+        self._started = 0.0
+
+    def before(self, pass_: Pass, program: Program) -> None:
+        self._started = time.perf_counter()
+
+    def after(self, pass_: Pass, program: Program, result: PassResult) -> None:
+        self.seconds.append((pass_.name, time.perf_counter() - self._started))
+
+
+class Snapshots(Instrument):
+    """The program after every pass. Programs share structure, so this is cheap."""
+
+    def __init__(self) -> None:
+        self.programs: list[tuple[str, Program]] = []
+
+    def after(self, pass_: Pass, program: Program, result: PassResult) -> None:
+        self.programs.append((pass_.name, result.program))
+
+
+# --- pipelines -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Pipeline:
+    """Passes run in order; itself a pass. Entries are stamped with the step (the
+    index of the pass among the pipeline's leaves)."""
+
+    name: str
+    passes: tuple[Any, ...]
+
+    def leaves(self) -> tuple[Pass, ...]:
+        found: list[Pass] = []
+        for pass_ in self.passes:
+            found.extend(pass_.leaves() if isinstance(pass_, Pipeline) else (pass_,))
+        return tuple(found)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(pass_.name for pass_ in self.leaves())
+
+    def _check_names(self, names: Sequence[str]) -> None:
+        unknown = [name for name in names if name not in self.names]
+        if unknown:
+            raise FqlowerError(f"pipeline {self.name!r} has no pass named {unknown}; it has {list(self.names)}")
+
+    def without(self, *names: str) -> Pipeline:
+        """The same pipeline with the named passes disabled."""
+        self._check_names(names)
+        return Pipeline(self.name, tuple(p for p in self.leaves() if p.name not in names))
+
+    def only(self, *names: str) -> Pipeline:
+        """The named passes, in pipeline order."""
+        self._check_names(names)
+        return Pipeline(self.name, tuple(p for p in self.leaves() if p.name in names))
+
+    def run(self, program: Program, instruments: Sequence[Instrument] = ()) -> PassResult:
+        entries: list[Entry] = []
+        for step, pass_ in enumerate(self.leaves()):
+            for instrument in instruments:
+                instrument.before(pass_, program)
+            result = pass_.run(program)
+            for instrument in instruments:
+                instrument.after(pass_, program, result)
+            entries.extend(attrs.evolve(entry, step=step, pass_name=pass_.name) for entry in result.entries)
+            program = result.program
+        return PassResult(program, tuple(entries))
+
+    def run_logged(self, program: Program, instruments: Sequence[Instrument] = ()) -> tuple[PassResult, ChangeLog]:
+        """Run and also return the change log, with fingerprints before, after each pass, and after."""
+        recorder = _FingerprintRecorder()
+        result = self.run(program, (*instruments, recorder))
+        input_fingerprint = fingerprint(program)
+        output_fingerprint = recorder.records[-1].fingerprint if recorder.records else input_fingerprint
+        header = Header(input=input_fingerprint, output=output_fingerprint, passes=tuple(recorder.records))
+        return result, ChangeLog(header, result.entries)
+
+
+class _FingerprintRecorder(Instrument):
+    def __init__(self) -> None:
+        self.records: list[PassRecord] = []
+
+    def after(self, pass_: Pass, program: Program, result: PassResult) -> None:
+        self.records.append(PassRecord(pass_.name, fingerprint(result.program)))
