@@ -200,6 +200,59 @@ def _cache_path(num_blocks: int, channels: int, capture_maps: bool) -> Path:
     )
 
 
+def _device_factory_kwargs() -> dict[str, torch.device]:
+    # Stand-in for the closure prepare_fx installs via _add_module_to_qconfig_obs_ctr
+    # (which is not picklable); bench models live on the CPU.
+    return {"device": torch.device("cpu")}
+
+
+def _is_device_closure(fn: Any) -> bool:
+    return getattr(fn, "__qualname__", "").endswith("get_factory_kwargs_based_on_module_device")
+
+
+def _strip_ctr(ctr: Any) -> tuple[Any, bool]:
+    from torch.ao.quantization.observer import _PartialWrapper
+
+    if isinstance(ctr, _PartialWrapper) and _is_device_closure(ctr.callable_args.get("factory_kwargs")):
+        stripped = _PartialWrapper(ctr.p)
+        stripped.callable_args = {k: v for k, v in ctr.callable_args.items() if k != "factory_kwargs"}
+        return stripped, True
+    return ctr, False
+
+
+def _restore_ctr(ctr: Any, wrapped: bool) -> Any:
+    return ctr.with_callable_args(factory_kwargs=_device_factory_kwargs) if wrapped else ctr
+
+
+def _encode_qconfig_map(qconfig_map: dict[str, Any]) -> tuple[dict[str, int], list[Any]]:
+    """Picklable form of a qconfig map; keeps object sharing between entries."""
+    table: list[Any] = []
+    index: dict[int, int] = {}
+    names: dict[str, int] = {}
+    for name, qc in qconfig_map.items():
+        if id(qc) not in index:
+            index[id(qc)] = len(table)
+            if qc is not None and getattr(qc, "_fields", None) == ("activation", "weight"):
+                act, act_w = _strip_ctr(qc.activation)
+                wt, wt_w = _strip_ctr(qc.weight)
+                table.append(("qconfig", type(qc), act, act_w, wt, wt_w))
+            else:
+                table.append(("plain", qc))
+        names[name] = index[id(qc)]
+    return names, table
+
+
+def _decode_qconfig_map(names: dict[str, int], table: list[Any]) -> dict[str, Any]:
+    objs = []
+    for entry in table:
+        if entry[0] == "qconfig":
+            _, cls, act, act_w, wt, wt_w = entry
+            objs.append(cls(_restore_ctr(act, act_w), _restore_ctr(wt, wt_w)))
+        else:
+            objs.append(entry[1])
+    return {name: objs[i] for name, i in names.items()}
+
+
 def _try_load(path: Path) -> BuildResult | None:
     if not path.exists():
         return None
@@ -208,6 +261,7 @@ def _try_load(path: Path) -> BuildResult | None:
         with _recursion_limit(_RECURSION_LIMIT), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data = torch.load(path, weights_only=False)
+        data["qconfig_map"] = _decode_qconfig_map(*data.pop("qconfig_map_encoded"))
         res = BuildResult(**data)
     except Exception as exc:  # stale/corrupt cache: rebuild
         print(f"[bench.models] ignoring unreadable cache {path.name}: {exc!r}", file=sys.stderr)
@@ -220,7 +274,7 @@ def _try_load(path: Path) -> BuildResult | None:
 def _try_save(path: Path, res: BuildResult) -> None:
     data = dict(
         gm=res.gm,
-        qconfig_map=res.qconfig_map,
+        qconfig_map_encoded=_encode_qconfig_map(res.qconfig_map),
         node_name_to_scope=res.node_name_to_scope,
         example_inputs=res.example_inputs,
         num_blocks=res.num_blocks,

@@ -86,7 +86,7 @@ def _quiet_and_seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _cq() -> Any:
+def _common_quantization() -> Any:
     """``torch.testing._internal.common_quantization``, imported on first use."""
     import torch.testing._internal.common_quantization as cq
 
@@ -96,7 +96,7 @@ def _cq() -> Any:
 # Calibration batch size. The fbgemm/qnnpack default activation observer is a
 # HistogramObserver whose qparam search creeps in quantile steps of 1e-5 until it
 # crosses the first sample; with the 5-element inputs of common_quantization's
-# ``get_example_inputs`` that costs ~0.5 s per observer, with 16x more samples ~20 ms.
+# ``get_example_inputs`` that costs ~0.5 s per observer, with 16x the samples tens of ms.
 _BATCH = 16
 
 
@@ -106,9 +106,7 @@ def _batched(example: Callable[[], tuple[Any, ...]], batch: int = _BATCH) -> tup
     return tuple(torch.cat(column, dim=0) for column in zip(*draws))
 
 
-def _cq_model(
-    name: str, *args: Any, inputs: Callable[[], tuple[Any, ...]] | None = None
-) -> ModelFactory:
+def _cq(name: str, inputs: Callable[[], tuple[Any, ...]] | None = None) -> ModelFactory:
     """Factory for a common_quantization model.
 
     Inputs are ``inputs()`` if given, else ``_BATCH`` draws of the model's own
@@ -116,7 +114,7 @@ def _cq_model(
     """
 
     def factory() -> tuple[nn.Module, tuple[Any, ...]]:
-        model = getattr(_cq(), name)(*args)
+        model = getattr(_common_quantization(), name)()
         example = inputs() if inputs is not None else _batched(model.get_example_inputs)
         return model, example
 
@@ -128,27 +126,37 @@ def _own(cls: type[nn.Module], inputs: Callable[[], tuple[Any, ...]]) -> ModelFa
     return lambda: (cls(), inputs())
 
 
-def _reference_case(
-    id: str,
+def _ref(
+    case_id: str,
     factory: ModelFactory,
     recipe: Callable[[], Any],
     *,
+    backend_config: Callable[[], Any] | None = None,
     seed: int = 0,
     torch_lowers: bool = True,
     note: str = "",
 ) -> Case:
-    """A :class:`Case` that quantizes ``factory()`` with ``recipe()`` (a fresh QConfigMapping)."""
+    """A :class:`Case` that quantizes ``factory()`` with ``recipe()`` (a fresh QConfigMapping).
+
+    ``backend_config``, if given, is called for a ``BackendConfig`` passed to
+    ``prepare_fx``/``convert_fx`` (default: torch's native backend config).
+    """
 
     def build() -> ReferenceModel:
         with _quiet_and_seeded(seed):
             model, example_inputs = factory()
-            return reference_model(model, example_inputs, recipe())
+            return reference_model(
+                model,
+                example_inputs,
+                recipe(),
+                backend_config=None if backend_config is None else backend_config(),
+            )
 
-    return Case(id=id, build=build, torch_lowers=torch_lowers, note=note)
+    return Case(id=case_id, build=build, torch_lowers=torch_lowers, note=note)
 
 
-def _float_case(
-    id: str,
+def _float(
+    case_id: str,
     factory: ModelFactory,
     *,
     concrete_args: dict[str, Any] | None = None,
@@ -166,7 +174,7 @@ def _float_case(
                 module=traced, qconfig_map={}, node_name_to_scope={}, example_inputs=example_inputs
             )
 
-    return Case(id=id, build=build, torch_lowers=torch_lowers, note=note)
+    return Case(id=case_id, build=build, torch_lowers=torch_lowers, note=note)
 
 
 # --------------------------------------------------------------------------- recipes
@@ -202,7 +210,20 @@ def _static_fp16() -> QConfigMapping:
     return QConfigMapping().set_global(float16_static_qconfig)
 
 
-def _weight_only_embeddings() -> QConfigMapping:
+def _legacy_native_and_fp16() -> Any:
+    """torch's test-only BackendConfig: native plus static fp16 patterns.
+
+    The default native BackendConfig has no static fp16 linear pattern, so with it
+    ``float16_static_qconfig`` quantizes nothing; torch's tests use this one instead.
+    """
+    from torch.ao.quantization.backend_config.native import (
+        get_test_only_legacy_native_backend_config,
+    )
+
+    return get_test_only_legacy_native_backend_config()
+
+
+def _weight_only_emb() -> QConfigMapping:
     return (
         QConfigMapping()
         .set_object_type(nn.Embedding, float_qparams_weight_only_qconfig)
@@ -210,7 +231,9 @@ def _weight_only_embeddings() -> QConfigMapping:
     )
 
 
-def _without(module_name: str, base: Callable[[], QConfigMapping] = _static_fbgemm) -> Callable[[], QConfigMapping]:
+def _without(
+    module_name: str, base: Callable[[], QConfigMapping] = _static_fbgemm
+) -> Callable[[], QConfigMapping]:
     """``base()`` with quantization switched off (qconfig ``None``) for one submodule."""
     return lambda: base().set_module_name(module_name, None)
 
@@ -346,92 +369,87 @@ def _vec(features: int = 5, n: int = _BATCH) -> Callable[[], tuple[torch.Tensor]
     return lambda: (torch.randn(n, features),)
 
 
-def _lstm_with_hidden_inputs() -> tuple[Any, ...]:
+_LSTM = "LSTMwithHiddenDynamicModel"
+
+
+def _lstm_inputs() -> tuple[Any, ...]:
     # LSTM(2, 2): (seq_len, batch, input_size), (h0, c0) each (num_layers, batch, hidden).
     return (torch.randn(4, 2, 2), (torch.randn(1, 2, 2), torch.randn(1, 2, 2)))
 
 
-def _embedding_inputs() -> tuple[Any, ...]:
+def _emb_inputs() -> tuple[Any, ...]:
     return (torch.tensor([9, 6, 5, 7, 8, 8, 9, 2, 8, 6, 6, 9, 1, 6, 8, 8, 3, 2, 3, 6]),)
 
 
-def _embedding_bag_inputs() -> tuple[Any, ...]:
+def _bag_inputs() -> tuple[Any, ...]:
     indices = torch.tensor([9, 6, 5, 7, 8, 8, 9, 2, 8, 6, 6, 9, 1, 6, 8, 8, 3, 2, 3, 6])
     offsets = torch.tensor([0, 5, 12, 20])  # include_last_offset=True
     return (indices, offsets, torch.rand(indices.numel()))
 
 
-def _embedding_with_static_linear_inputs() -> tuple[Any, ...]:
+def _bag_and_linear_inputs() -> tuple[Any, ...]:
     indices = torch.tensor([9, 6, 5, 7, 8, 8, 9, 2, 8, 6, 6, 9])
     offsets = torch.tensor([0, 4, 8])
     return (indices, offsets, torch.randn(3, 4))
 
 
+_functional_conv_linear = _own(FunctionalConvLinear, _img(3, 5))
+
 # --------------------------------------------------------------------------- reference cases
 
 CASES: list[Case] = [
     # static int8, default mappings
-    _reference_case("SingleLayerLinear-static_fbgemm", _cq_model("SingleLayerLinearModel"), _static_fbgemm),
-    _reference_case("SingleLayerLinear-static_qnnpack", _cq_model("SingleLayerLinearModel"), _static_qnnpack),
-    _reference_case("TwoLayerLinear-static_fbgemm", _cq_model("TwoLayerLinearModel"), _static_fbgemm),
-    _reference_case("LinearRelu-static_fbgemm", _cq_model("LinearReluModel"), _static_fbgemm),
-    _reference_case("LinearRelu-static_qnnpack", _cq_model("LinearReluModel"), _static_qnnpack),
-    _reference_case("LinearReluAdd-static_fbgemm", _cq_model("LinearReluAddModel"), _static_fbgemm),
-    _reference_case("LinearBnLeakyRelu-static_fbgemm", _cq_model("LinearBnLeakyReluModel"), _static_fbgemm),
-    _reference_case("LinearTanh-static_fbgemm", _cq_model("LinearTanhModel"), _static_fbgemm),
-    _reference_case("ConvModel-static_fbgemm", _cq_model("ConvModel"), _static_fbgemm),
-    _reference_case("ConvBnReLU-static_fbgemm", _cq_model("ConvBnReLUModel"), _static_fbgemm),
-    _reference_case("ConvBnReLU-static_qnnpack", _cq_model("ConvBnReLUModel"), _static_qnnpack),
-    _reference_case("AnnotatedConvBnReLU-static_fbgemm", _cq_model("AnnotatedConvBnReLUModel"), _static_fbgemm),
-    _reference_case("ConvBnAddRelu-static_fbgemm", _cq_model("ConvBnAddReluModel"), _static_fbgemm),
-    _reference_case("ConvTranspose-static_fbgemm", _cq_model("ConvTransposeModel"), _static_fbgemm),
-    _reference_case("ResNetBase-static_fbgemm", _cq_model("ResNetBase", inputs=_img(3, 4)), _static_fbgemm),
-    _reference_case(
-        "ModelMultipleOps-static_fbgemm", _cq_model("ModelMultipleOps", inputs=_img(3, 8)), _static_fbgemm
-    ),
-    # per-channel vs per-tensor weights
-    _reference_case("ConvModel-static_per_channel", _cq_model("ConvModel"), _static_per_channel),
-    _reference_case("ConvModel-static_per_tensor", _cq_model("ConvModel"), _static_per_tensor),
-    _reference_case("TwoLayerLinear-static_per_channel", _cq_model("TwoLayerLinearModel"), _static_per_channel),
-    _reference_case("TwoLayerLinear-static_per_tensor", _cq_model("TwoLayerLinearModel"), _static_per_tensor),
+    _ref("SingleLayerLinear-static_fbgemm", _cq("SingleLayerLinearModel"), _static_fbgemm),
+    _ref("SingleLayerLinear-static_qnnpack", _cq("SingleLayerLinearModel"), _static_qnnpack),
+    _ref("TwoLayerLinear-static_fbgemm", _cq("TwoLayerLinearModel"), _static_fbgemm),
+    _ref("LinearRelu-static_fbgemm", _cq("LinearReluModel"), _static_fbgemm),
+    _ref("LinearReluAdd-static_fbgemm", _cq("LinearReluAddModel"), _static_fbgemm),
+    _ref("LinearBnLeakyRelu-static_fbgemm", _cq("LinearBnLeakyReluModel"), _static_fbgemm),
+    _ref("LinearTanh-static_fbgemm", _cq("LinearTanhModel"), _static_fbgemm),
+    _ref("ConvBnReLU-static_fbgemm", _cq("ConvBnReLUModel"), _static_fbgemm),
+    _ref("ConvBnReLU-static_qnnpack", _cq("ConvBnReLUModel"), _static_qnnpack),
+    _ref("AnnotatedConvBnReLU-static_fbgemm", _cq("AnnotatedConvBnReLUModel"), _static_fbgemm),
+    _ref("ConvBnAddRelu-static_fbgemm", _cq("ConvBnAddReluModel"), _static_fbgemm),
+    _ref("ResNetBase-static_fbgemm", _cq("ResNetBase", _img(3, 4)), _static_fbgemm),
+    _ref("ModelMultipleOps-static_fbgemm", _cq("ModelMultipleOps", _img(3, 8)), _static_fbgemm),
+    # per-channel vs per-tensor weights (TwoLayerLinear-static_fbgemm is per-channel too)
+    _ref("ConvModel-static_per_channel", _cq("ConvModel"), _static_per_channel),
+    _ref("ConvModel-static_per_tensor", _cq("ConvModel"), _static_per_tensor),
+    _ref("TwoLayerLinear-static_per_tensor", _cq("TwoLayerLinearModel"), _static_per_tensor),
     # dynamic int8 / fp16
-    _reference_case("TwoLayerLinear-dynamic_int8", _cq_model("TwoLayerLinearModel"), _dynamic_int8),
-    _reference_case("LinearRelu-dynamic_int8", _cq_model("LinearReluModel"), _dynamic_int8),
-    _reference_case(
-        "LSTMwithHidden-dynamic_int8",
-        _cq_model("LSTMwithHiddenDynamicModel", inputs=_lstm_with_hidden_inputs),
-        _dynamic_int8,
+    _ref("TwoLayerLinear-dynamic_int8", _cq("TwoLayerLinearModel"), _dynamic_int8),
+    _ref("LinearRelu-dynamic_int8", _cq("LinearReluModel"), _dynamic_int8),
+    _ref("LSTMwithHidden-dynamic_int8", _cq(_LSTM, _lstm_inputs), _dynamic_int8),
+    _ref("SingleLayerLinear-dynamic_fp16", _cq("SingleLayerLinearModel"), _dynamic_fp16),
+    _ref("LSTMwithHidden-dynamic_fp16", _cq(_LSTM, _lstm_inputs), _dynamic_fp16),
+    # static fp16 (needs the legacy backend config); torch's lowering leaves the
+    # to(float16)/dequantize pattern untouched
+    _ref(
+        "SingleLayerLinear-static_fp16",
+        _cq("SingleLayerLinearModel"),
+        _static_fp16,
+        backend_config=_legacy_native_and_fp16,
     ),
-    _reference_case("SingleLayerLinear-dynamic_fp16", _cq_model("SingleLayerLinearModel"), _dynamic_fp16),
-    _reference_case(
-        "LSTMwithHidden-dynamic_fp16",
-        _cq_model("LSTMwithHiddenDynamicModel", inputs=_lstm_with_hidden_inputs),
-        _dynamic_fp16,
+    _ref(
+        "LinearReluAdd-static_fp16",
+        _cq("LinearReluAddModel"),
+        _static_fp16,
+        backend_config=_legacy_native_and_fp16,
     ),
-    # static fp16
-    _reference_case("SingleLayerLinear-static_fp16", _cq_model("SingleLayerLinearModel"), _static_fp16),
     # weight-only embeddings
-    _reference_case(
-        "Embedding-weight_only", _cq_model("EmbeddingModule", inputs=_embedding_inputs), _weight_only_embeddings
-    ),
-    _reference_case(
-        "EmbeddingBag-weight_only",
-        _cq_model("EmbeddingBagModule", inputs=_embedding_bag_inputs),
-        _weight_only_embeddings,
-    ),
-    _reference_case(
+    _ref("Embedding-weight_only", _cq("EmbeddingModule", _emb_inputs), _weight_only_emb),
+    _ref("EmbeddingBag-weight_only", _cq("EmbeddingBagModule", _bag_inputs), _weight_only_emb),
+    _ref(
         "EmbeddingWithStaticLinear-mixed",
-        _cq_model("EmbeddingWithStaticLinear", inputs=_embedding_with_static_linear_inputs),
+        _cq("EmbeddingWithStaticLinear", _bag_and_linear_inputs),
         _emb_weight_only_and_static_rest,
     ),
     # None qconfig for one submodule
-    _reference_case("TwoLayerLinear-none_fc2", _cq_model("TwoLayerLinearModel"), _without("fc2")),
-    _reference_case("NestedModel-none_sub2", _cq_model("NestedModel", inputs=_vec()), _without("sub2")),
+    _ref("TwoLayerLinear-none_fc2", _cq("TwoLayerLinearModel"), _without("fc2")),
+    _ref("NestedModel-none_sub2", _cq("NestedModel", _vec()), _without("sub2")),
     # own models
-    _reference_case(
-        "FunctionalConvLinear-static_fbgemm", _own(FunctionalConvLinear, _img(3, 5)), _static_fbgemm
-    ),
-    _reference_case(
+    _ref("FunctionalConvLinear-static_fbgemm", _functional_conv_linear, _static_fbgemm),
+    _ref(
         "FunctionalConvDefaultArgs-static_fbgemm",
         lambda: (FunctionalConvLinear(explicit_args=False), _img(3, 5)()),
         _static_fbgemm,
@@ -439,19 +457,18 @@ CASES: list[Case] = [
         note=(
             "torch builds quantized::conv2d_prepack's arguments from the F.conv2d node's"
             " positional args only; with stride/padding/dilation/groups defaulted the"
-            " prepack call raises 'conv2d_prepack() is missing value for argument stride'."
+            " prepack call raises 'conv2d_prepack() is missing value for argument stride'"
+            " (plain convert_fx fails the same way)."
         ),
     ),
-    _reference_case(
-        "FunctionalConvLinear-dynamic_int8", _own(FunctionalConvLinear, _img(3, 5)), _dynamic_int8
-    ),
-    _reference_case("ElementwiseMix-static_fbgemm", _own(ElementwiseMix, _img()), _static_fbgemm),
-    _reference_case("NormPoolReshape-static_fbgemm", _own(NormPoolReshape, _img()), _static_fbgemm),
-    _reference_case("ConvTransposeRelu-static_fbgemm", _own(ConvTransposeRelu, _img(3, 4)), _static_fbgemm),
-    _reference_case("StandaloneBatchNorm-static_fbgemm", _own(StandaloneBatchNorm, _img()), _static_fbgemm),
-    _reference_case("LeakyRelu-static_fbgemm", _own(LeakyReluModel, _img()), _static_fbgemm),
-    _reference_case("ResidualBlock-static_fbgemm", _own(ResidualBlock, _img(4, 5)), _static_fbgemm),
-    _reference_case("ResidualBlock-none_conv2", _own(ResidualBlock, _img(4, 5)), _without("conv2")),
+    _ref("FunctionalConvLinear-dynamic_int8", _functional_conv_linear, _dynamic_int8),
+    _ref("ElementwiseMix-static_fbgemm", _own(ElementwiseMix, _img()), _static_fbgemm),
+    _ref("NormPoolReshape-static_fbgemm", _own(NormPoolReshape, _img()), _static_fbgemm),
+    _ref("ConvTransposeRelu-static_fbgemm", _own(ConvTransposeRelu, _img(3, 4)), _static_fbgemm),
+    _ref("StandaloneBatchNorm-static_fbgemm", _own(StandaloneBatchNorm, _img()), _static_fbgemm),
+    _ref("LeakyRelu-static_fbgemm", _own(LeakyReluModel, _img()), _static_fbgemm),
+    _ref("ResidualBlock-static_fbgemm", _own(ResidualBlock, _img(4, 5)), _static_fbgemm),
+    _ref("ResidualBlock-none_conv2", _own(ResidualBlock, _img(4, 5)), _without("conv2")),
 ]
 
 
@@ -544,7 +561,8 @@ class CatSliceGetitem(nn.Module):
         b = x[..., None, 0]
         values, indices = torch.max(x, dim=1)
         first, second = torch.chunk(x, 2, dim=1)
-        return torch.cat([a, b, values.unsqueeze(1), indices.unsqueeze(1).float(), first + second], dim=1)
+        picked = [values.unsqueeze(1), indices.unsqueeze(1).float()]
+        return torch.cat([a, b, *picked, first + second], dim=1)
 
 
 class PlaceholderDefault(nn.Module):
@@ -577,7 +595,9 @@ class ConvBlock(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2))
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2)
+        )
         self.fc = nn.Linear(4 * 2 * 2, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -589,18 +609,18 @@ def _x(*shape: int) -> Callable[[], tuple[torch.Tensor]]:
 
 
 FLOAT_GRAPHS: list[Case] = [
-    _float_case("float-call_methods", _own(CallMethods, _x(2, 3, 4))),
-    _float_case("float-kwargs", _own(Kwargs, _x(2, 5))),
-    _float_case("float-tuple_and_dict_outputs", _own(TupleAndDictOutputs, _x(2, 4))),
-    _float_case("float-dict_output", _own(DictOutput, _x(2, 4))),
-    _float_case("float-nested_sequential", _own(NestedSequential, _x(2, 4))),
-    _float_case("float-shared_submodule", _own(SharedSubmodule, _x(2, 4))),
-    _float_case("float-get_attrs", _own(GetAttrs, _x(2, 4))),
-    _float_case("float-cat_slice_getitem", _own(CatSliceGetitem, _x(2, 4))),
-    _float_case("float-placeholder_default", _own(PlaceholderDefault, _x(2, 3))),
-    _float_case("float-optional_input_concrete", _own(OptionalInput, _x(2, 3)), concrete_args={"y": None}),
-    _float_case("float-dtype_args", _own(DtypeArgs, _x(2, 3))),
-    _float_case("float-conv_block", _own(ConvBlock, _x(2, 3, 6, 6))),
+    _float("float-call_methods", _own(CallMethods, _x(2, 3, 4))),
+    _float("float-kwargs", _own(Kwargs, _x(2, 5))),
+    _float("float-tuple_and_dict_outputs", _own(TupleAndDictOutputs, _x(2, 4))),
+    _float("float-dict_output", _own(DictOutput, _x(2, 4))),
+    _float("float-nested_sequential", _own(NestedSequential, _x(2, 4))),
+    _float("float-shared_submodule", _own(SharedSubmodule, _x(2, 4))),
+    _float("float-get_attrs", _own(GetAttrs, _x(2, 4))),
+    _float("float-cat_slice_getitem", _own(CatSliceGetitem, _x(2, 4))),
+    _float("float-placeholder_default", _own(PlaceholderDefault, _x(2, 3))),
+    _float("float-optional_input", _own(OptionalInput, _x(2, 3)), concrete_args={"y": None}),
+    _float("float-dtype_args", _own(DtypeArgs, _x(2, 3))),
+    _float("float-conv_block", _own(ConvBlock, _x(2, 3, 6, 6))),
 ]
 
 ALL_CASES: list[Case] = CASES + FLOAT_GRAPHS

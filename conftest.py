@@ -1,0 +1,39 @@
+"""Shared pytest configuration: hypothesis profiles live here and nowhere else.
+
+HYPOTHESIS_PROFILE=ci (set by .ci/run) is derandomized and bounded; `thorough`
+is for local bug hunts: HYPOTHESIS_PROFILE=thorough make test.
+"""
+
+import os
+import warnings
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=40,
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev",
+    max_examples=40,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=1000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# torch.ao.quantization's deprecation notices; ours must never need filtering.
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")
+warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
+warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*")
