@@ -168,17 +168,132 @@ def _capture_reference(prepared: GraphModule) -> _Captured:
     return captured
 
 
-def _build(num_blocks: int, channels: int, capture_maps: bool) -> BuildResult:
-    from torch.ao.quantization import get_default_qconfig_mapping
+def qconfig_mapping(observer: str = "minmax"):
+    """fbgemm's default QConfigMapping, optionally with a cheaper activation observer.
+
+    The fbgemm default observes activations with HistogramObserver, whose
+    calculate_qparams costs ~20 ms per observer in convert (a 50k-node model has
+    ~3k of them).  ``observer="minmax"`` swaps the *global* activation observer for
+    ``MinMaxObserver(reduce_range=True)``: same dtypes, same quant/dequant graph,
+    only the scale/zero-point values (and the observer class inside the qconfigs)
+    differ.  ``observer="histogram"`` keeps the fbgemm default untouched.
+    """
+    from torch.ao.quantization import QConfig, get_default_qconfig_mapping
+    from torch.ao.quantization.observer import MinMaxObserver
+
+    mapping = get_default_qconfig_mapping("fbgemm")
+    if observer == "histogram":
+        return mapping
+    if observer != "minmax":
+        raise ValueError(f"observer must be 'minmax' or 'histogram', not {observer!r}")
+    default = mapping.global_qconfig
+    return mapping.set_global(QConfig(activation=MinMaxObserver.with_args(reduce_range=True), weight=default.weight))
+
+
+@contextlib.contextmanager
+def _single_thread():
+    # Tensors are tiny; extra intra-op threads only add spin/contention overhead.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class _NamedModulesCache:
+    """Stand-in for ``model.named_modules`` during insert_observers_for_model.
+
+    That function calls ``dict(model.named_modules(remove_duplicate=False))`` once
+    per observed node, a full module-tree walk each time: O(nodes x modules), which
+    dominates prepare_fx for deep models (~20 min at 50k nodes).  Meanwhile the only
+    tree change is new observers set as attributes of the root, so this cache walks
+    the tree once and afterwards only walks root children that are new; if a root
+    child disappears or is replaced it walks everything again.  Any other call
+    signature goes to the real method.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model = model
+        self._real = type(model).named_modules.__get__(model)
+        self._children: dict[str, nn.Module] | None = None
+        self._entries: dict[str, nn.Module] = {}
+
+    def __call__(self, memo=None, prefix: str = "", remove_duplicate: bool = True):
+        if memo is not None or prefix or remove_duplicate:
+            return self._real(memo, prefix, remove_duplicate)
+        children = dict(self._model._modules)
+        old = self._children
+        # Modules compare by identity, so this is "no root child removed or replaced".
+        if old is None or not old.items() <= children.items():
+            self._entries = dict(self._real(None, "", False))
+        elif len(children) != len(old):
+            for key, child in children.items():
+                if key not in old and child is not None:
+                    self._entries.update(child.named_modules(None, key, False))
+        self._children = children
+        return self._entries.items()
+
+
+@contextlib.contextmanager
+def _fast_prepare():
+    """Patch two quadratic spots of torch's prepare_fx for the duration of a build.
+
+    * insert_observers_for_model: see _NamedModulesCache;
+    * get_new_attr_name_with_prefix("activation_post_process_") probes
+      ``hasattr(model, prefix + str(i))`` from i = 0 for every new observer; the
+      replacement starts probing where the previous call for the same module and
+      prefix stopped (same names as long as attributes are only added).
+
+    ``python bench/models.py --check`` compares the result with an unpatched build.
+    """
+    prep = importlib.import_module("torch.ao.quantization.fx.prepare")
+    real_insert = prep.insert_observers_for_model
+    real_new_name = prep.get_new_attr_name_with_prefix
+    next_index: dict[tuple[int, str], int] = {}
+
+    def insert_observers_for_model(model, *args, **kwargs):
+        model.__dict__["named_modules"] = _NamedModulesCache(model)
+        try:
+            return real_insert(model, *args, **kwargs)
+        finally:
+            model.__dict__.pop("named_modules", None)
+
+    def get_new_attr_name_with_prefix(prefix: str):
+        prefix = prefix.replace(".", "_")
+
+        def get_new_attr_name(module: nn.Module) -> str:
+            key = (id(module), prefix)
+            i = next_index.get(key, 0)
+            while hasattr(module, prefix + str(i)):
+                i += 1
+            next_index[key] = i
+            return prefix + str(i)
+
+        return get_new_attr_name
+
+    prep.insert_observers_for_model = insert_observers_for_model
+    prep.get_new_attr_name_with_prefix = get_new_attr_name_with_prefix
+    try:
+        yield
+    finally:
+        prep.insert_observers_for_model = real_insert
+        prep.get_new_attr_name_with_prefix = real_new_name
+
+
+def _build(
+    num_blocks: int, channels: int, capture_maps: bool, observer: str = "minmax", fast: bool = True
+) -> BuildResult:
     from torch.ao.quantization.quantize_fx import convert_to_reference_fx, prepare_fx
 
     example_inputs = (torch.randn(1, channels, *INPUT_SHAPE[2:], generator=torch.Generator().manual_seed(0)),)
     model = float_model(num_blocks, channels)
     timings: dict[str, float] = {}
-    with _recursion_limit(_RECURSION_LIMIT), warnings.catch_warnings():
+    with _recursion_limit(_RECURSION_LIMIT), _single_thread(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
-        prepared = prepare_fx(model, get_default_qconfig_mapping("fbgemm"), example_inputs)
+        with _fast_prepare() if fast else contextlib.nullcontext():
+            prepared = prepare_fx(model, qconfig_mapping(observer), example_inputs)
         t1 = time.perf_counter()
         with torch.no_grad():
             prepared(*example_inputs)
@@ -193,10 +308,10 @@ def _build(num_blocks: int, channels: int, capture_maps: bool) -> BuildResult:
     return BuildResult(gm, qconfig_map, scope, example_inputs, num_blocks, timings)
 
 
-def _cache_path(num_blocks: int, channels: int, capture_maps: bool) -> Path:
+def _cache_path(num_blocks: int, channels: int, capture_maps: bool, observer: str) -> Path:
     tag = "maps" if capture_maps else "nomaps"
     return CACHE_DIR / (
-        f"residual_b{num_blocks}_c{channels}_{tag}_torch{torch.__version__}_v{_CACHE_VERSION}.pt"
+        f"residual_b{num_blocks}_c{channels}_{observer}_{tag}_torch{torch.__version__}_v{_CACHE_VERSION}.pt"
     )
 
 
@@ -298,22 +413,24 @@ def build_residual_reference_model(
     channels: int = CHANNELS,
     capture_maps: bool = True,
     use_cache: bool = True,
+    observer: str = "minmax",
 ) -> BuildResult:
     """Build (or load from bench/.cache/) a reference model of ~``target_nodes`` nodes.
 
     With ``capture_maps`` the qconfig map and node_name_to_scope are captured from
     convert_fx; otherwise ``convert_to_reference_fx`` is used and both maps are empty.
     Models whose build takes longer than ``CACHE_THRESHOLD_S`` are cached on disk
-    when ``use_cache`` (disable with env FQLOWER_BENCH_NO_CACHE=1).
+    when ``use_cache`` (disable with env FQLOWER_BENCH_NO_CACHE=1).  ``observer``:
+    see ``qconfig_mapping``.
     """
     num_blocks = blocks_for(target_nodes)
     use_cache = use_cache and not os.environ.get("FQLOWER_BENCH_NO_CACHE")
-    path = _cache_path(num_blocks, channels, capture_maps)
+    path = _cache_path(num_blocks, channels, capture_maps, observer)
     if use_cache:
         cached = _try_load(path)
         if cached is not None:
             return cached
-    res = _build(num_blocks, channels, capture_maps)
+    res = _build(num_blocks, channels, capture_maps, observer)
     if use_cache and sum(res.timings.values()) > CACHE_THRESHOLD_S:
         _try_save(path, res)
     return res
@@ -349,13 +466,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-maps", action="store_true", help="use convert_to_reference_fx, empty maps")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--check", action="store_true", help="verify capture == convert_to_reference_fx")
+    p.add_argument("--observer", choices=("minmax", "histogram"), default="minmax")
     args = p.parse_args(argv)
     if args.check:
         _check()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     print(f"{'target':>8} {'blocks':>7} {'nodes':>7} {'prepare s':>10} {'calib s':>8} {'convert s':>10} {'load s':>7}")
     for n in sizes:
-        r = build_residual_reference_model(n, capture_maps=not args.no_maps, use_cache=not args.no_cache)
+        r = build_residual_reference_model(
+            n, capture_maps=not args.no_maps, use_cache=not args.no_cache, observer=args.observer
+        )
         t = r.timings
         f = lambda k: f"{t[k]:.2f}" if k in t else "-"  # noqa: E731
         print(

@@ -7,23 +7,28 @@ on. Every node is evaluated eagerly while the graph is built, so each drawn op
 is checked against the real value of its inputs (shape, contiguity, type) and
 the finished module runs by construction.
 
-Covered: placeholders (with and without type annotations and drawn names),
-call_function (operator.add/mul/sub with tensors or scalars, torch.add with
-`alpha=`, torch.relu, torch.sigmoid, F.relu, torch.cat with a list and `dim=`,
-torch.sum with `dim=`/`keepdim=`, F.softmax with `dim=`, getitem with slices and
-on sizes), call_method (view/reshape with varargs, tuple, list, size-node or
-int-node shapes, transpose with args or kwargs, size, relu, float, contiguous),
-call_module (nested `blocks.<i>.lin`, whole `blocks.<i>` blocks, nn.ReLU, and a
-`shared` Linear that may be called many times), get_attr (root and nested
-parameters, persistent buffers, a nested module's weight), and an output that is
-one value, a tuple, a list or a dict. Node names are left to FX or drawn from
-a list of awkward ones (`add_1`, `input`, `torch`, `output`, ...).
+Covered: placeholders (with and without annotations, drawn names, and a
+trailing one with a default value); call_function (operator.add/mul/sub and
+torch.add/mul with tensors, broadcast 1-d tensors, scalar constants including
+-0.0, inf and nan, or scalar nodes; torch.add with `alpha=`; torch.relu,
+torch.sigmoid, F.relu; torch.cat with a list and `dim=`; torch.sum with
+`dim=`/`keepdim=` in either order; F.softmax with `dim=`; getitem with slices,
+Ellipsis and None, and on sizes); call_method (view/reshape with varargs, a
+tuple, a list, a size node or an int node; transpose with args or kwargs; size;
+relu, float, contiguous; `to` with dtype/device kwargs); call_module (nested
+`blocks.<i>.lin`, whole `blocks.<i>` Blocks, nn.ReLU, a `shared` Linear that may
+be called many times and is also reachable as `alias`); get_attr (root and
+nested parameters and buffers, a nested module's weight); type annotations on
+some nodes; and an output that is one value, a tuple, a list or a dict, possibly
+nested. Node names are left to FX or drawn from awkward ones (`add_1`, `input`,
+`torch`, `output`, ...); the output node is always named by FX, since
+`copy.deepcopy` of a GraphModule renames it.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -37,16 +42,18 @@ __all__ = ["Block", "Example", "fx_graph_modules", "run"]
 
 
 class Block(nn.Module):
-    """lin(x) * scale + shift: a nested module with a parameter and a buffer of its own."""
+    """lin(x) * scale * gain + shift: a nested module with a parameter, a buffer and a
+    non-persistent buffer (state that is not in state_dict) of its own."""
 
     def __init__(self, channels: int, generator: torch.Generator):
         super().__init__()
         self.lin = _linear(channels, generator)
         self.scale = nn.Parameter(torch.randn(channels, generator=generator))
         self.register_buffer("shift", torch.randn(channels, generator=generator))
+        self.register_buffer("gain", torch.rand(channels, generator=generator) + 0.5, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin(x) * self.scale + self.shift
+        return self.lin(x) * self.scale * self.gain + self.shift
 
 
 def _linear(channels: int, generator: torch.Generator) -> nn.Linear:
@@ -62,6 +69,7 @@ def _make_root(channels: int, blocks: int, container: str, generator: torch.Gene
     made = [Block(channels, generator) for _ in range(blocks)]
     root.blocks = nn.Sequential(*made) if container == "sequential" else nn.ModuleList(made)
     root.shared = _linear(channels, generator)
+    root.alias = root.shared  # one module at two paths
     root.act = nn.ReLU()
     root.bias = nn.Parameter(torch.randn(channels, generator=generator))
     root.register_buffer("running", torch.randn(channels, generator=generator))
@@ -88,15 +96,19 @@ class Example:
     tensors: Mapping[str, tuple[tuple[int, ...], torch.dtype]]
 
     def __repr__(self) -> str:
-        shapes = ", ".join(f"{list(value.shape)}" for value in self.inputs)
-        modules = ", ".join(
-            f"{path}: {type(module).__name__}" for path, module in self.module.named_modules() if path
-        )
-        code = self.module.code.strip("\n")
-        return (
-            f"Example(class_name={type(self.module).__name__!r}, training={self.module.training}, "
-            f"inputs=[{shapes}], modules={{{modules}}})\n{code}\n"
-        )
+        module = self.module
+        shapes = ", ".join(str(list(value.shape)) for value in self.inputs)
+        modules = ", ".join(f"{path}: {type(sub).__name__}" for path, sub in module.named_modules() if path)
+        mode = "training" if module.training else "eval"
+        code = module.code.strip("\n").rstrip()
+        return f"Example: {type(module).__name__} ({mode}) on inputs [{shapes}]; modules {{{modules}}}\n{code}"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Hypothesis prints falsifying examples with this (not the attrs fields)."""
+        for index, line in enumerate(repr(self).splitlines()):
+            if index:
+                printer.break_()
+            printer.text(line)
 
 
 def run(example: Example) -> Any:
@@ -138,15 +150,18 @@ NODE_NAMES = (
 PLACEHOLDER_TARGETS = ("x", "y", "z", "inp", "input", "x_1", "a_0")
 SCALARS = (0.5, 2.0, -1.0, -0.0, 1e-3, 3, 0, -2, float("inf"), float("nan"))
 OUTPUT_KEYS = ("out", "a", "b", "logits", "x_1")
+NAMES = st.none() | st.sampled_from(NODE_NAMES)
+BOOLEANS = st.booleans()
 
 
 class _Builder:
     """Graph, root module and the eager value of every node built so far."""
 
-    def __init__(self, draw: Callable[[st.SearchStrategy], Any], root: nn.Module, channels: int):
+    root: nn.Module
+    channels: int
+
+    def __init__(self, draw: Callable[[st.SearchStrategy], Any]):
         self.draw = draw
-        self.root = root
-        self.channels = channels
         self.graph = torch.fx.Graph()
         self.values: dict[torch.fx.Node, Any] = {}
 
@@ -154,24 +169,35 @@ class _Builder:
     def tensors(self, where: Callable[[torch.Tensor], bool] = lambda value: True) -> list[torch.fx.Node]:
         return [node for node, value in self.values.items() if isinstance(value, torch.Tensor) and where(value)]
 
+    def scalars(self) -> list[torch.fx.Node]:
+        return [node for node, value in self.values.items() if type(value) in (int, float)]
+
     def sizes(self) -> list[torch.fx.Node]:
         return [node for node, value in self.values.items() if isinstance(value, torch.Size)]
 
     def ints(self) -> list[torch.fx.Node]:
         return [node for node, value in self.values.items() if type(value) is int]
 
-    def pick(self, nodes: list[torch.fx.Node]) -> torch.fx.Node:
-        return self.draw(st.sampled_from(nodes))
+    def pick(self, items: Sequence[Any]) -> Any:
+        """One of `items`. Drawn as an index: a strategy built per call is slow."""
+        return items[self.integer(0, len(items) - 1)]
+
+    def integer(self, low: int, high: int) -> int:
+        return self.draw(st.integers(low, high))  # st.integers is cached by its bounds
+
+    def flag(self) -> bool:
+        return self.draw(BOOLEANS)
 
     def name(self) -> str | None:
         """A drawn node name, or None to let FX name the node after its target."""
-        return self.draw(st.none() | st.sampled_from(NODE_NAMES))
+        return self.draw(NAMES)
 
     # nodes -------------------------------------------------------------------------------
     def add(self, op: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> torch.fx.Node:
         kwargs = kwargs or {}
         value = self.evaluate(op, target, args, kwargs)
-        node = self.graph.create_node(op, target, args, kwargs, name=self.name())
+        annotation = torch.Tensor if isinstance(value, torch.Tensor) and self.integer(0, 3) == 0 else None
+        node = self.graph.create_node(op, target, args, kwargs, name=self.name(), type_expr=annotation)
         self.values[node] = value
         return node
 
@@ -191,33 +217,39 @@ class _Builder:
         raise AssertionError(op)
 
 
-def _shape_args(b: _Builder, value: torch.Tensor) -> tuple[Any, ...] | None:
+def _shape_args(b: _Builder, value: torch.Tensor) -> tuple[Any, ...]:
     """Arguments of view/reshape to a drawn shape of the same size."""
     numel = value.numel()
     forms: list[tuple[Any, ...]] = []
     divisors = [d for d in range(1, numel + 1) if numel % d == 0]
-    first = b.draw(st.sampled_from(divisors))
+    first = b.pick(divisors)
     forms += [(-1,), (first, -1), (first, numel // first), ((first, -1),), ([numel // first, first],)]
     forms += [(size,) for size in b.sizes() if b.values[size].numel() == numel]
     forms += [(n, -1) for n in b.ints() if b.values[n] > 0 and numel % b.values[n] == 0]
-    return b.draw(st.sampled_from(forms))
+    return b.pick(forms)
 
 
 def _binary(b: _Builder) -> torch.fx.Node | None:
     a = b.pick(b.tensors())
     shape = b.values[a].shape
     partners = b.tensors(lambda v: v.shape == shape or (v.dim() == 1 and shape and v.shape == shape[-1:]))
-    other = b.draw(st.sampled_from(partners) | st.sampled_from(SCALARS)) if partners else b.draw(st.sampled_from(SCALARS))
-    target = b.draw(st.sampled_from([operator.add, operator.mul, operator.sub, torch.add, torch.mul]))
-    if target is torch.add and b.draw(st.booleans()):
-        return b.add("call_function", torch.add, (a, other), {"alpha": b.draw(st.sampled_from([2, -1, 0.5]))})
-    if target in (operator.add, operator.mul, operator.sub) and not isinstance(other, torch.fx.Node) and b.draw(st.booleans()):
+    kind = b.pick(("constant", "tensor", "scalar node"))
+    if kind == "tensor" and partners:
+        other = b.pick(partners)
+    elif kind == "scalar node" and b.scalars():
+        other = b.pick(b.scalars())
+    else:
+        other = b.pick(SCALARS)
+    target = b.pick([operator.add, operator.mul, operator.sub, torch.add, torch.mul])
+    if target is torch.add and b.flag():
+        return b.add("call_function", torch.add, (a, other), {"alpha": b.pick([2, -1, 0.5])})
+    if target in (operator.add, operator.mul, operator.sub) and kind != "tensor" and b.flag():
         return b.add("call_function", target, (other, a))
     return b.add("call_function", target, (a, other))
 
 
 def _unary(b: _Builder) -> torch.fx.Node | None:
-    target = b.draw(st.sampled_from([torch.relu, torch.sigmoid, F.relu]))
+    target = b.pick([torch.relu, torch.sigmoid, F.relu])
     return b.add("call_function", target, (b.pick(b.tensors()),))
 
 
@@ -225,17 +257,20 @@ def _cat(b: _Builder) -> torch.fx.Node | None:
     first = b.pick(b.tensors(lambda v: v.dim() >= 1))
     shape = b.values[first].shape
     same = b.tensors(lambda v: v.shape == shape)
-    rest = b.draw(st.lists(st.sampled_from(same), min_size=1, max_size=2))
-    dim = b.draw(st.integers(-len(shape), len(shape) - 1))
-    if b.draw(st.booleans()):
+    rest = [b.pick(same) for _ in range(b.integer(1, 2))]
+    dim = b.integer(-len(shape), len(shape) - 1)
+    if b.flag():
         return b.add("call_function", torch.cat, ([first, *rest],), {"dim": dim})
     return b.add("call_function", torch.cat, ([first, *rest], dim))
 
 
 def _sum(b: _Builder) -> torch.fx.Node | None:
     x = b.pick(b.tensors(lambda v: v.dim() >= 1))
-    dim = b.draw(st.integers(-b.values[x].dim(), b.values[x].dim() - 1))
-    return b.add("call_function", torch.sum, (x,), {"dim": dim, "keepdim": b.draw(st.booleans())})
+    dim = b.integer(-b.values[x].dim(), b.values[x].dim() - 1)
+    kwargs = {"dim": dim, "keepdim": b.flag()}
+    if b.flag():
+        kwargs = dict(reversed(kwargs.items()))  # kwargs order shows in the code
+    return b.add("call_function", torch.sum, (x,), kwargs)
 
 
 def _softmax(b: _Builder) -> torch.fx.Node | None:
@@ -246,19 +281,23 @@ def _softmax(b: _Builder) -> torch.fx.Node | None:
 def _slice(b: _Builder) -> torch.fx.Node | None:
     x = b.pick(b.tensors(lambda v: v.dim() in (1, 2)))
     last = b.values[x].shape[-1]
-    start = b.draw(st.integers(0, last - 1))
-    stop = b.draw(st.integers(start + 1, last))
-    index = slice(start, stop) if b.values[x].dim() == 1 else (slice(None), slice(start, stop))
+    start = b.integer(0, last - 1)
+    stop = b.integer(start + 1, last)
+    if b.values[x].dim() == 1:
+        index: Any = slice(start, stop)
+    else:
+        columns = slice(start, stop)
+        index = b.pick(((slice(None), columns), (Ellipsis, columns), (slice(None), None, columns)))
     return b.add("call_function", operator.getitem, (x, index))
 
 
 def _size_item(b: _Builder) -> torch.fx.Node | None:
     size = b.pick(b.sizes())
-    return b.add("call_function", operator.getitem, (size, b.draw(st.integers(0, len(b.values[size]) - 1))))
+    return b.add("call_function", operator.getitem, (size, b.integer(0, len(b.values[size]) - 1)))
 
 
 def _view(b: _Builder) -> torch.fx.Node | None:
-    method = b.draw(st.sampled_from(["view", "reshape"]))
+    method = b.pick(["view", "reshape"])
     candidates = b.tensors(lambda v: v.is_contiguous()) if method == "view" else b.tensors()
     if not candidates:
         return None
@@ -268,27 +307,32 @@ def _view(b: _Builder) -> torch.fx.Node | None:
 
 def _transpose(b: _Builder) -> torch.fx.Node | None:
     x = b.pick(b.tensors(lambda v: v.dim() == 2))
-    if b.draw(st.booleans()):
+    if b.flag():
         return b.add("call_method", "transpose", (x,), {"dim0": 0, "dim1": 1})
-    return b.add("call_method", "transpose", (x, b.draw(st.sampled_from([0, -2])), b.draw(st.sampled_from([1, -1]))))
+    return b.add("call_method", "transpose", (x, b.pick([0, -2]), b.pick([1, -1])))
 
 
 def _size(b: _Builder) -> torch.fx.Node | None:
     x = b.pick(b.tensors(lambda v: v.dim() >= 1))
-    if b.draw(st.booleans()):
+    if b.flag():
         return b.add("call_method", "size", (x,))
-    return b.add("call_method", "size", (x, b.draw(st.integers(0, b.values[x].dim() - 1))))
+    return b.add("call_method", "size", (x, b.integer(0, b.values[x].dim() - 1)))
 
 
 def _method(b: _Builder) -> torch.fx.Node | None:
-    return b.add("call_method", b.draw(st.sampled_from(["relu", "float", "contiguous"])), (b.pick(b.tensors()),))
+    method = b.pick(("relu", "float", "contiguous", "to"))
+    x = b.pick(b.tensors())
+    if method == "to":
+        kwargs = ({"dtype": torch.float32}, {"device": torch.device("cpu")}, {"dtype": torch.float32, "copy": True})
+        return b.add("call_method", "to", (x,), b.pick(kwargs))
+    return b.add("call_method", method, (x,))
 
 
 def _call_module(b: _Builder) -> torch.fx.Node | None:
     channels = b.channels
     blocks = range(len(b.root.blocks))
-    paths = ["act", "shared", "shared"] + [f"blocks.{i}.lin" for i in blocks] + [f"blocks.{i}" for i in blocks]
-    path = b.draw(st.sampled_from(paths))
+    paths = ["act", "shared", "shared", "alias", *(f"blocks.{i}.lin" for i in blocks), *(f"blocks.{i}" for i in blocks)]
+    path = b.pick(paths)
     if path == "act":
         return b.add("call_module", path, (b.pick(b.tensors()),))
     candidates = b.tensors(lambda v: v.dim() >= 1 and v.shape[-1] == channels)
@@ -302,7 +346,7 @@ def _get_attr(b: _Builder) -> torch.fx.Node | None:
     paths = ["bias", "running"]
     for i in blocks:
         paths += [f"blocks.{i}.scale", f"blocks.{i}.shift", f"blocks.{i}.lin.weight"]
-    return b.add("get_attr", b.draw(st.sampled_from(paths)), ())
+    return b.add("get_attr", b.pick(paths), ())
 
 
 OPS: dict[str, Callable[[_Builder], torch.fx.Node | None]] = {
@@ -324,7 +368,7 @@ OPS: dict[str, Callable[[_Builder], torch.fx.Node | None]] = {
 
 def _applicable(b: _Builder) -> list[str]:
     tensors = [b.values[node] for node in b.tensors()]
-    ok = ["binary", "unary", "view", "method", "call_module", "get_attr"]
+    ok = ["binary", "unary", "view", "method", "call_module", "call_module", "get_attr", "get_attr"]
     if any(t.dim() >= 1 for t in tensors):
         ok += ["cat", "sum", "softmax", "size"]
     if any(t.dim() in (1, 2) for t in tensors):
@@ -336,50 +380,56 @@ def _applicable(b: _Builder) -> list[str]:
     return ok
 
 
+def _distinct(b: _Builder, items: Sequence[Any], count: int) -> list[Any]:
+    left = list(items)
+    return [left.pop(b.integer(0, len(left) - 1)) for _ in range(count)]
+
+
 def _output(b: _Builder) -> Any:
     nodes = list(b.values)
-    form = b.draw(st.sampled_from(["single", "tuple", "list", "dict"]))
+    form = b.pick(("single", "tuple", "list", "dict"))
     if form == "single":
-        return nodes[-1] if b.draw(st.booleans()) else b.pick(nodes)
-    picked = b.draw(st.lists(st.sampled_from(nodes), min_size=1, max_size=3))
+        return nodes[-1] if b.flag() else b.pick(nodes)
+    picked: list[Any] = [b.pick(nodes) for _ in range(b.integer(1, 3))]
+    if b.integer(0, 3) == 0:  # a nested container
+        picked.append(b.pick(((picked[0],), [picked[-1]], {"inner": picked[0]})))
     if form == "tuple":
         return tuple(picked)
     if form == "list":
         return list(picked)
-    keys = b.draw(st.lists(st.sampled_from(OUTPUT_KEYS), min_size=len(picked), max_size=len(picked), unique=True))
-    return dict(zip(keys, picked))
+    return dict(zip(_distinct(b, OUTPUT_KEYS, len(picked)), picked))
 
 
 @st.composite
 def fx_graph_modules(draw: Callable[[st.SearchStrategy], Any], max_nodes: int = 12) -> Example:
     """Random runnable GraphModules with example inputs (see the module docstring)."""
-    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**32 - 1)))
-    channels = draw(st.sampled_from([4, 2, 3, 6]))
-    batch = draw(st.sampled_from([2, 1, 3]))
-    root = _make_root(
-        channels,
-        blocks=draw(st.integers(1, 2)),
-        container=draw(st.sampled_from(["sequential", "modulelist"])),
-        generator=generator,
+    b = _Builder(draw)
+    generator = torch.Generator().manual_seed(b.integer(0, 2**32 - 1))
+    b.channels = b.pick((4, 2, 3, 6))
+    batch = b.pick((2, 1, 3))
+    b.root = _make_root(
+        b.channels, blocks=b.integer(1, 2), container=b.pick(("sequential", "modulelist")), generator=generator
     )
-    b = _Builder(draw, root, channels)
 
     inputs = []
-    targets = draw(st.lists(st.sampled_from(PLACEHOLDER_TARGETS), min_size=1, max_size=3, unique=True))
-    for target in targets:
-        annotation = draw(st.sampled_from([None, torch.Tensor]))
+    for target in _distinct(b, PLACEHOLDER_TARGETS, b.integer(1, 3)):
+        annotation = b.pick((None, torch.Tensor))
         node = b.graph.create_node("placeholder", target, name=b.name(), type_expr=annotation)
-        value = torch.randn(batch, channels, generator=generator)
+        value = torch.randn(batch, b.channels, generator=generator)
         b.values[node] = value
         inputs.append(value)
+    if b.integer(0, 3) == 0:  # a trailing input with a default value, used as a scalar
+        default = b.pick((2.0, -0.5, 3))
+        node = b.graph.create_node("placeholder", "alpha", (default,), name=b.name())
+        b.values[node] = default
 
-    for _ in range(draw(st.integers(1, max_nodes))):
-        OPS[draw(st.sampled_from(_applicable(b)))](b)
+    for _ in range(b.integer(1, max_nodes)):
+        OPS[b.pick(_applicable(b))](b)
 
     b.graph.output(_output(b))
     b.graph.lint()
-    module = torch.fx.GraphModule(root, b.graph, class_name=draw(st.sampled_from(["GraphModule", "Generated"])))
-    module.train(draw(st.booleans()))
+    module = torch.fx.GraphModule(b.root, b.graph, class_name=b.pick(("GraphModule", "Generated")))
+    module.train(b.flag())
     tensors = {
         node.name: (tuple(value.shape), value.dtype)
         for node, value in b.values.items()

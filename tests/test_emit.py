@@ -122,3 +122,17 @@ def test_unreferenced_table_entries_are_not_installed():
 def test_emitted_graph_lints():
     out = fqlower.to_fx(fqlower.from_fx(torch.fx.symbolic_trace(Nested())))
     out.graph.lint()
+
+
+def test_regression_graph_shape_tells_true_from_one():
+    # True == 1 in Python; keepdim=True and keepdim=1 must still compare as different graphs.
+    from fqlower.compare import graph_differences
+
+    def traced(keepdim):
+        graph = torch.fx.Graph()
+        x = graph.placeholder("x")
+        graph.output(graph.call_function(torch.sum, (x,), {"dim": 1, "keepdim": keepdim}))
+        return torch.fx.GraphModule(nn.Module(), graph)
+
+    assert graph_differences(traced(True), traced(True)) == []
+    assert graph_differences(traced(True), traced(1)) != []

@@ -77,3 +77,37 @@ def test_quantized_tensors_and_packed_weights_are_hashed_by_value():
     assert describe(packed) == describe(same)
     assert describe(packed) != describe(other)
     assert describe(weight) != describe(torch.quantize_per_tensor(weight.dequantize(), 0.2, 0, torch.qint8))
+
+
+def test_regression_writes_through_data_are_seen():
+    # .data writes bump no version counter: a digest cache kept between calls missed them.
+    gm = tiny_gm()
+    before = fp(gm)
+    gm.offset.data[0] += 1.0
+    assert fp(gm) != before
+
+
+def test_regression_non_persistent_buffers_count():
+    # state_dict() leaves non-persistent buffers out, but forward reads them.
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("gain", torch.ones(4), persistent=False)
+
+        def forward(self, x):
+            return x * self.gain
+
+    gm = torch.fx.symbolic_trace(torch.nn.Sequential(Scale()))
+    other = copy.deepcopy(gm)
+    other.get_submodule("0").gain.fill_(2.0)
+    assert fp(gm) != fp(other)
+
+
+def test_digest_cache_is_scoped_to_a_run():
+    from fqlower.fingerprint import digest_cache
+
+    gm = tiny_gm()
+    with digest_cache():
+        inside = fp(gm), fp(gm)
+    gm.offset.data[1] = 9.0
+    assert inside[0] == inside[1] != fp(gm)

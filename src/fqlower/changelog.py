@@ -33,7 +33,7 @@ from fqlower.edits import (
     apply,
 )
 from fqlower.errors import ChangeLogError, FqlowerError, ReplayMismatch
-from fqlower.fingerprint import fingerprint
+from fqlower.fingerprint import digest_cache, fingerprint
 from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, Ref
 from fqlower.names import qualified_name, resolve
 
@@ -359,6 +359,11 @@ def _dump_json(record: dict[str, Any]) -> str:
 
 def apply_log(program: Program, log: ChangeLog) -> Program:
     """Apply a log's edits without matching, checking every recorded fingerprint."""
+    with digest_cache():
+        return _apply_log(program, log)
+
+
+def _apply_log(program: Program, log: ChangeLog) -> Program:
     found = fingerprint(program)
     if found != log.header.input:
         raise ReplayMismatch(

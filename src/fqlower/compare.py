@@ -19,7 +19,7 @@ import attrs
 import torch
 import torch.fx
 
-from fqlower.fingerprint import describe
+from fqlower.fingerprint import describe, non_persistent_buffers
 
 
 def values_equal(a: Any, b: Any) -> bool:
@@ -79,7 +79,8 @@ def graph_shape(gm: torch.fx.GraphModule) -> list[tuple[Any, ...]]:
     shape = []
     for node in gm.graph.nodes:
         target = node.target if node.op != "placeholder" else "placeholder"
-        shape.append((node.op, describe(target), describe(rename(node.args)), describe(rename(dict(node.kwargs)))))
+        # repr, so that True and 1 (equal in Python) stay different
+        shape.append((node.op, repr(describe(target)), repr(describe(rename(node.args))), repr(describe(rename(dict(node.kwargs))))))
     return shape
 
 
@@ -97,7 +98,7 @@ class ModelSnapshot:
     code: str
     graph: tuple[Any, ...]
     types: tuple[tuple[str, type], ...]
-    state: dict[str, Any] = attrs.field(eq=False)
+    state: dict[str, Any] = attrs.field(eq=False)  # state_dict plus non-persistent buffers
     attributes: tuple[str, ...]
 
     @classmethod
@@ -106,7 +107,7 @@ class ModelSnapshot:
             code=model.code,
             graph=tuple(graph_shape(model)) + tuple(node.name for node in model.graph.nodes),
             types=tuple(module_types(model).items()),
-            state=copy.deepcopy(model.state_dict(keep_vars=False)),
+            state=copy.deepcopy({**model.state_dict(keep_vars=False), **{f"~{k}": v for k, v in non_persistent_buffers(model)}}),
             attributes=tuple(sorted(vars(model))),
         )
 

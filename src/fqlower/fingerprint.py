@@ -5,16 +5,21 @@ any node, edge, target, weight, scale or module configuration differs. Node meta
 (stack traces, tracer values) is not part of it, and neither are the qconfig
 objects themselves: only whether each node has one.
 
-Tensor digests are cached per tensor object and version counter, so hashing a
-model twice does not hash its weights twice.
+Inside `digest_cache()` (which pipeline runs and replays use) tensor digests are
+remembered per tensor object, version counter and data pointer, so fingerprinting
+after every pass does not hash the weights again. Outside it nothing is remembered:
+a write through `.data` bumps no version counter, so a cache kept between calls
+could miss it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import math
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -25,13 +30,28 @@ from fqlower.names import qualified_name
 
 # id(tensor) -> (weak reference, version, data pointer, digest). Keyed by id because a
 # WeakKeyDictionary compares tensors with ==, which is elementwise.
-_tensor_digests: dict[int, tuple[weakref.ref, int, int, str]] = {}
+_DigestCache = dict[int, tuple[weakref.ref, int, int, str]]
+_active_cache: contextvars.ContextVar[_DigestCache | None] = contextvars.ContextVar("fqlower_digests", default=None)
+
+
+@contextlib.contextmanager
+def digest_cache() -> Iterator[None]:
+    """Remember tensor digests for the duration of the block (no tensor may change inside)."""
+    if _active_cache.get() is not None:
+        yield
+        return
+    token = _active_cache.set({})
+    try:
+        yield
+    finally:
+        _active_cache.reset(token)
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
     """sha256 of dtype, shape, quantization parameters and raw values."""
+    cache = _active_cache.get()
     key = (tensor._version, tensor.data_ptr() if tensor.device.type != "meta" else 0)
-    cached = _tensor_digests.get(id(tensor))
+    cached = cache.get(id(tensor)) if cache is not None else None
     if cached is not None and cached[0]() is tensor and cached[1:3] == key:
         return cached[3]
     digest = hashlib.sha256()
@@ -53,8 +73,9 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     elif data.layout != torch.strided:
         digest.update(repr(data).encode())
     result = digest.hexdigest()
-    identity = id(tensor)
-    _tensor_digests[identity] = (weakref.ref(tensor, lambda _: _tensor_digests.pop(identity, None)), *key, result)
+    if cache is not None:
+        identity = id(tensor)
+        cache[identity] = (weakref.ref(tensor, lambda _: cache.pop(identity, None)), *key, result)
     return result
 
 
@@ -108,7 +129,20 @@ def module_digest(module: torch.nn.Module) -> str:
         digest.update(f"{path}|{_name(type(submodule))}|{submodule.extra_repr()}\n".encode())
     for key, value in module.state_dict(keep_vars=True).items():
         digest.update(f"{key}={describe(value)!r}\n".encode())
+    for key, value in non_persistent_buffers(module):
+        digest.update(f"~{key}={describe(value)!r}\n".encode())
     return digest.hexdigest()
+
+
+def non_persistent_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Buffers that state_dict leaves out but forward still reads."""
+    found = []
+    for path, submodule in module.named_modules(remove_duplicate=False):
+        for name in sorted(submodule._non_persistent_buffers_set):
+            value = submodule._buffers.get(name)
+            if value is not None:
+                found.append((f"{path}.{name}" if path else name, value))
+    return found
 
 
 def node_description(node: Node, program: Program | None = None) -> Any:

@@ -22,7 +22,7 @@ import attrs
 from fqlower.changelog import Change, ChangeLog, Entry, Header, PassRecord, Skip
 from fqlower.edits import Edit, apply
 from fqlower.errors import FqlowerError
-from fqlower.fingerprint import fingerprint
+from fqlower.fingerprint import digest_cache, fingerprint
 from fqlower.ir import FrozenDict, Node, Program
 
 
@@ -198,8 +198,9 @@ class Pipeline:
     def run_logged(self, program: Program, instruments: Sequence[Instrument] = ()) -> tuple[PassResult, ChangeLog]:
         """Run and also return the change log, with fingerprints before, after each pass, and after."""
         recorder = _FingerprintRecorder()
-        result = self.run(program, (*instruments, recorder))
-        input_fingerprint = fingerprint(program)
+        with digest_cache():
+            result = self.run(program, (*instruments, recorder))
+            input_fingerprint = fingerprint(program)
         output_fingerprint = recorder.records[-1].fingerprint if recorder.records else input_fingerprint
         header = Header(input=input_fingerprint, output=output_fingerprint, passes=tuple(recorder.records))
         return result, ChangeLog(header, result.entries)

@@ -117,7 +117,9 @@ def reference_model(
     Steps: deep-copy ``float_model`` (the caller's model is never mutated), put
     the copy in eval mode, ``prepare_fx`` it, optionally calibrate by running it
     once on ``example_inputs``, then run ``convert_fx`` with ``lower_to_fbgemm``
-    intercepted.
+    intercepted. The interception swaps a module global of torch for the
+    duration of ``convert_fx`` (restored in all cases), so concurrent calls
+    from several threads are not supported.
 
     Args:
         float_model: The floating point model to quantize.
