@@ -8,6 +8,7 @@ backend as a pure-functional rewrite of an immutable IR.
 
 __version__ = "0.1.0"
 
+from fqlower.api import Lowering, lower, lower_to_native_backend
 from fqlower.changelog import Change, ChangeLog, Skip, apply_log
 from fqlower.edits import (
     AddNode,
@@ -55,7 +56,13 @@ from fqlower.pipeline import (
     rule_pass,
 )
 
+from fqlower.passes import default_pipeline
+
 __all__ = [
+    "Lowering",
+    "default_pipeline",
+    "lower",
+    "lower_to_native_backend",
     "AddNode",
     "Build",
     "Change",

@@ -118,3 +118,14 @@ class ModelSnapshot:
             found.append("state_dict keys changed")
         found += [f"state_dict[{key!r}] changed" for key in self.state.keys() & now.state.keys() if not values_equal(self.state[key], now.state[key])]
         return found
+
+
+def lowering_differences(expected: torch.fx.GraphModule, actual: torch.fx.GraphModule, inputs: tuple[Any, ...]) -> list[str]:
+    """Everything that tells two lowered models apart: graph up to node names, module
+    types at each path, state_dict keys and values, outputs on `inputs` (bit-exact)."""
+    found = graph_differences(expected, actual) + module_type_differences(expected, actual)
+    found += state_dict_differences(expected, actual)
+    with torch.no_grad():
+        if not values_equal(expected(*inputs), actual(*inputs)):
+            found.append("outputs differ")
+    return found

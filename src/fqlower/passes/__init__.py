@@ -1,0 +1,19 @@
+"""The lowering passes, one per file, and the default pipeline that orders them."""
+
+from fqlower.passes.dead_code import ELIMINATE_DEAD_CODE
+from fqlower.passes.static_modules import LOWER_STATIC_MODULES
+from fqlower.pipeline import Pipeline
+
+
+def default_pipeline() -> Pipeline:
+    """The passes in torch's order."""
+    return Pipeline(
+        "lower-to-native-backend",
+        (
+            LOWER_STATIC_MODULES,
+            ELIMINATE_DEAD_CODE,
+        ),
+    )
+
+
+__all__ = ["ELIMINATE_DEAD_CODE", "LOWER_STATIC_MODULES", "default_pipeline"]

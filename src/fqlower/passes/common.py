@@ -1,0 +1,109 @@
+"""Queries the lowering passes share: what a node is, where its pieces are.
+
+Everything here reads a program; nothing builds edits except `reroute_dequantized`,
+which only computes new args.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from fqlower.ir import Build, FrozenDict, Node, Original, Program, Ref, map_arg
+from fqlower.names import qualified_name
+from fqlower.patterns import RELU_FUNCTIONS
+
+
+def node_of(program: Program, arg: Any) -> Node | None:
+    """The node an argument refers to, or None for a constant."""
+    return program.node(arg.name) if isinstance(arg, Ref) else None
+
+
+def is_dequantize(program: Program, arg: Any) -> bool:
+    node = node_of(program, arg)
+    return node is not None and node.op == "call_method" and node.target == "dequantize"
+
+
+def is_quantize_per_tensor(node: Node) -> bool:
+    return node.op == "call_function" and node.target is torch.quantize_per_tensor
+
+
+def qconfig_is_none(program: Program, name: str) -> bool:
+    """True when the qconfig map says: do not quantize this node."""
+    return name in program.qconfig and program.qconfig[name] is None
+
+
+def module_of(program: Program, node: Node) -> Any:
+    """The module a call_module node calls (None for other nodes)."""
+    return program.modules.get(node.target) if node.op == "call_module" else None
+
+
+def is_relu(program: Program, node: Node) -> bool:
+    if node.op == "call_function":
+        return any(node.target is relu for relu in RELU_FUNCTIONS)
+    return node.op == "call_module" and type(module_of(program, node)) is nn.ReLU
+
+
+def source_of_module(program: Program, path: str) -> Original | Build:
+    """How a spec refers to the module now at `path`: the input's object, or the spec
+    an earlier pass put there."""
+    current = program.modules[path]
+    if isinstance(current, Build):
+        return current
+    if program.originals.get(path) is current:
+        return Original(path)
+    raise ValueError(f"module at {path!r} is neither from the input nor a spec")
+
+
+def source_of_constant(program: Program, attr: str) -> Any:
+    """How a spec refers to the constant now at `attr`."""
+    current = program.constants[attr]
+    if program.originals.get(attr) is current:
+        return Original(attr)
+    return current
+
+
+def from_reference(quantized_class: type, *args: Any) -> Build:
+    """A spec for `quantized_class.from_reference(*args)`."""
+    return Build(f"{qualified_name(quantized_class)}.from_reference", tuple(args))
+
+
+def constant_qparams(program: Program, quantize: Node) -> tuple[Node, Node] | str:
+    """The scale and zero-point get_attr nodes of a quantize_per_tensor node, or why not."""
+    scale, zero_point = quantize.arg(1, "scale"), quantize.arg(2, "zero_point")
+    found = []
+    for role, arg in (("scale", scale), ("zero point", zero_point)):
+        node = node_of(program, arg)
+        if node is None or node.op != "get_attr":
+            return f"the output {role} of {quantize.name!r} is not read from a constant"
+        found.append(node)
+    return found[0], found[1]
+
+
+def reroute_dequantized(value: Any, dequantized: dict[str, str]) -> Any:
+    """`value` with every Ref to a dequantize node replaced by that node's input."""
+    return map_arg(value, lambda ref: Ref(dequantized.get(ref.name, ref.name)))
+
+
+def dequantize_sources(program: Program, args: Any) -> dict[str, str]:
+    """dequantize node name -> the name of the node it dequantizes, for Refs in `args`."""
+    from fqlower.ir import refs_in
+
+    found = {}
+    for ref in refs_in(args):
+        node = program.node(ref.name)
+        if node.op == "call_method" and node.target == "dequantize" and isinstance(node.args[0], Ref):
+            found[ref.name] = node.args[0].name
+    return found
+
+
+def removable(program: Program, name: str, going_away: set[str]) -> bool:
+    """True when every user of `name` is among the nodes being removed."""
+    return all(user in going_away for user in program.users(name))
+
+
+def bindings(**roles: str | None) -> FrozenDict:
+    """Match bindings without the roles that are absent."""
+    return FrozenDict((role, name) for role, name in roles.items() if name is not None)

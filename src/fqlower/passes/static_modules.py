@@ -1,0 +1,111 @@
+"""Static weighted modules.
+
+    x ─▶ dequantize ─▶ ref.Linear ─▶ [relu] ─▶ quantize_per_tensor(·, scale, zero_point)
+        becomes
+    x ─▶ quantized Linear(scale, zero_point) ─▶ [relu]
+
+for reference Linear/Conv1d/2d/3d and the fused LinearReLU, LinearLeakyReLU,
+LinearTanh and ConvReLU1d/2d/3d whose inner module is a reference module. The
+quantized module is a spec (`Cls.from_reference(module, scale, zero_point)`) that
+the emitter builds. The relu (F.relu, torch.relu or nn.ReLU), when present, stays
+and runs on the quantized output (torch 2.13 instead drops it, changing the result).
+"""
+
+from __future__ import annotations
+
+from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
+from fqlower.ir import Node, Program
+from fqlower.passes.common import (
+    bindings,
+    constant_qparams,
+    from_reference,
+    is_dequantize,
+    is_quantize_per_tensor,
+    is_relu,
+    module_of,
+    node_of,
+    qconfig_is_none,
+    removable,
+    reroute_dequantized,
+    source_of_constant,
+    source_of_module,
+)
+from fqlower.patterns import STATIC_FUSED_MODULES, STATIC_MODULES
+from fqlower.pipeline import Match, Miss, rule_pass
+
+
+def quantized_class(module: object) -> type | str | None:
+    """The static quantized class for a module; a reason when it is almost one; None otherwise."""
+    cls = type(module)
+    if cls in STATIC_MODULES:
+        return STATIC_MODULES[cls]
+    if cls in STATIC_FUSED_MODULES:
+        inner, quantized = STATIC_FUSED_MODULES[cls]
+        if type(module[0]) is not inner:  # type: ignore[index]
+            return f"fused {cls.__name__} holds a {type(module[0]).__name__}, not a reference {inner.__name__}"  # type: ignore[index]
+        return quantized
+    return None
+
+
+def match(program: Program, quantize: Node) -> Match | Miss | None:
+    if not is_quantize_per_tensor(quantize):
+        return None
+    reference = node_of(program, quantize.arg(0, "input"))
+    relu = None
+    if reference is not None and is_relu(program, reference):
+        relu, reference = reference, node_of(program, reference.args[0] if reference.args else None)
+    if reference is None or reference.op != "call_module":
+        return None
+    quantized = quantized_class(module_of(program, reference))
+    if quantized is None:
+        return None
+    if isinstance(quantized, str):
+        return Miss(quantized)
+    if qconfig_is_none(program, reference.name):
+        return Miss(f"qconfig of {reference.name!r} is None")
+    if len(reference.args) != 1 or reference.kwargs:
+        return Miss(f"{reference.name!r} takes other inputs than one positional tensor")
+    if not is_dequantize(program, reference.args[0]):
+        return Miss(f"the input of {reference.name!r} is not dequantized")
+    qparams = constant_qparams(program, quantize)
+    if isinstance(qparams, str):
+        return Miss(qparams)
+    scale, zero_point = qparams
+    return Match(
+        quantize.name,
+        bindings(
+            quantize=quantize.name,
+            relu=relu.name if relu else None,
+            reference=reference.name,
+            dequantize=reference.args[0].name,
+            scale=scale.name,
+            zero_point=zero_point.name,
+        ),
+    )
+
+
+def rewrite(program: Program, found: Match) -> list[Edit]:
+    roles = found.bindings
+    reference = program.node(roles["reference"])
+    dequantize = program.node(roles["dequantize"])
+    scale, zero_point = program.node(roles["scale"]), program.node(roles["zero_point"])
+    quantized = quantized_class(module_of(program, reference))
+    spec = from_reference(
+        quantized,
+        source_of_module(program, reference.target),
+        source_of_constant(program, scale.target),
+        source_of_constant(program, zero_point.target),
+    )
+    output = roles.get("relu", reference.name)
+    edits: list[Edit] = [
+        SetModule(reference.target, spec),
+        SetArgs(reference.name, reroute_dequantized(reference.args, {dequantize.name: dequantize.args[0].name}), reference.kwargs),
+        ReplaceUses(roles["quantize"], output),
+        RemoveNode(roles["quantize"]),
+    ]
+    going_away = {roles["quantize"]}
+    edits += [RemoveNode(param.name) for param in (scale, zero_point) if removable(program, param.name, going_away)]
+    return edits
+
+
+LOWER_STATIC_MODULES = rule_pass("lower-static-modules", match, rewrite)
