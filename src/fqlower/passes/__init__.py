@@ -1,7 +1,10 @@
 """The lowering passes, one per file, and the default pipeline that orders them."""
 
 from fqlower.passes.dead_code import ELIMINATE_DEAD_CODE
+from fqlower.passes.dynamic_modules import LOWER_DYNAMIC_MODULES
 from fqlower.passes.static_modules import LOWER_STATIC_MODULES
+from fqlower.passes.two_input_modules import LOWER_TWO_INPUT_MODULES
+from fqlower.passes.weight_only_modules import LOWER_WEIGHT_ONLY_MODULES
 from fqlower.pipeline import Pipeline
 
 
@@ -11,9 +14,19 @@ def default_pipeline() -> Pipeline:
         "lower-to-native-backend",
         (
             LOWER_STATIC_MODULES,
+            LOWER_TWO_INPUT_MODULES,
+            LOWER_DYNAMIC_MODULES,
+            LOWER_WEIGHT_ONLY_MODULES,
             ELIMINATE_DEAD_CODE,
         ),
     )
 
 
-__all__ = ["ELIMINATE_DEAD_CODE", "LOWER_STATIC_MODULES", "default_pipeline"]
+__all__ = [
+    "ELIMINATE_DEAD_CODE",
+    "LOWER_DYNAMIC_MODULES",
+    "LOWER_STATIC_MODULES",
+    "LOWER_TWO_INPUT_MODULES",
+    "LOWER_WEIGHT_ONLY_MODULES",
+    "default_pipeline",
+]

@@ -7,11 +7,18 @@
 for reference Linear/Conv1d/2d/3d and the fused LinearReLU, LinearLeakyReLU,
 LinearTanh and ConvReLU1d/2d/3d whose inner module is a reference module. The
 quantized module is a spec (`Cls.from_reference(module, scale, zero_point)`) that
-the emitter builds. The relu (F.relu, torch.relu or nn.ReLU), when present, stays
-and runs on the quantized output (torch 2.13 instead drops it, changing the result).
+the emitter builds.
+
+A relu between module and quantize (F.relu, torch.relu or nn.ReLU) is dropped, as
+torch drops it, when the output quantization already clamps at zero (zero point at
+the bottom of the dtype's range, which is what an observer after a relu gives).
+Otherwise it stays and runs on the quantized output: torch 2.13 drops it anyway and
+lets negative values through.
 """
 
 from __future__ import annotations
+
+import torch
 
 from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
 from fqlower.ir import Node, Program
@@ -45,6 +52,16 @@ def quantized_class(module: object) -> type | str | None:
             return f"fused {cls.__name__} holds a {type(module[0]).__name__}, not a reference {inner.__name__}"  # type: ignore[index]
         return quantized
     return None
+
+
+def relu_is_implied(program: Program, quantize: Node, zero_point: Node) -> bool:
+    """True when quantizing already maps every negative value to the same code as zero."""
+    dtype = quantize.arg(3, "dtype")
+    value = program.constants.get(zero_point.target)
+    try:
+        return int(value) == torch.iinfo(dtype).min
+    except (TypeError, ValueError, RuntimeError):
+        return False
 
 
 def match(program: Program, quantize: Node) -> Match | Miss | None:
@@ -96,7 +113,8 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
         source_of_constant(program, scale.target),
         source_of_constant(program, zero_point.target),
     )
-    output = roles.get("relu", reference.name)
+    relu = roles.get("relu")
+    output = relu if relu is not None and not relu_is_implied(program, program.node(roles["quantize"]), zero_point) else reference.name
     edits: list[Edit] = [
         SetModule(reference.target, spec),
         SetArgs(reference.name, reroute_dequantized(reference.args, {dequantize.name: dequantize.args[0].name}), reference.kwargs),

@@ -1,0 +1,69 @@
+"""Dynamically quantized modules.
+
+    x ─▶ quantize_per_tensor_dynamic(·, dtype, reduce_range) ─▶ dequantize ─▶ ref.Linear / LSTM / GRU / *Cell
+        becomes
+    x ─▶ dynamic quantized Linear / LSTM / GRU / *Cell
+
+int8 (quint8/qint8 activations) and fp16, plus the fused LinearReLU. The dynamic
+quantize and dequantize nodes are left for dead-code elimination, as torch does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fqlower.edits import Edit, SetArgs, SetModule
+from fqlower.ir import Node, Program, Ref
+from fqlower.passes.common import bindings, from_reference, module_of, node_of, reroute_dequantized, source_of_module
+from fqlower.patterns import DYNAMIC_FUSED_MODULES, DYNAMIC_MODULES
+from fqlower.pipeline import Match, Miss, rule_pass
+
+ACTIVATION_DTYPES = (torch.quint8, torch.qint8, torch.float16)
+
+
+def quantized_class(module: object) -> type | str | None:
+    cls = type(module)
+    if cls in DYNAMIC_FUSED_MODULES:
+        inner, quantized = DYNAMIC_FUSED_MODULES[cls]
+        if type(module[0]) is not inner:  # type: ignore[index]
+            return f"fused {cls.__name__} holds a {type(module[0]).__name__}, not a reference {inner.__name__}"  # type: ignore[index]
+        return quantized
+    return DYNAMIC_MODULES.get(cls)
+
+
+def match(program: Program, reference: Node) -> Match | Miss | None:
+    if reference.op != "call_module":
+        return None
+    quantized = quantized_class(module_of(program, reference))
+    if quantized is None:
+        return None
+    dequantize = node_of(program, reference.arg(0, "input"))
+    if dequantize is None or dequantize.op != "call_method" or dequantize.target != "dequantize":
+        return None
+    dynamic = node_of(program, dequantize.args[0] if dequantize.args else None)
+    if dynamic is None or dynamic.op != "call_function" or dynamic.target is not torch.quantize_per_tensor_dynamic:
+        return None
+    if isinstance(quantized, str):
+        return Miss(quantized)
+    if not reference.args:
+        return Miss(f"{reference.name!r} takes its input as a keyword")
+    dtype = dynamic.arg(1, "dtype")
+    if dtype not in ACTIVATION_DTYPES:
+        return Miss(f"{dynamic.name!r} quantizes to {dtype}, which has no dynamic kernel")
+    return Match(reference.name, bindings(reference=reference.name, dequantize=dequantize.name, dynamic_quantize=dynamic.name))
+
+
+def rewrite(program: Program, found: Match) -> list[Edit]:
+    roles = found.bindings
+    reference = program.node(roles["reference"])
+    dynamic = program.node(roles["dynamic_quantize"])
+    source = dynamic.arg(0, "input")
+    assert isinstance(source, Ref)
+    quantized = quantized_class(module_of(program, reference))
+    return [
+        SetModule(reference.target, from_reference(quantized, source_of_module(program, reference.target))),
+        SetArgs(reference.name, reroute_dequantized(reference.args, {roles["dequantize"]: source.name}), reference.kwargs),
+    ]
+
+
+LOWER_DYNAMIC_MODULES = rule_pass("lower-dynamic-modules", match, rewrite)

@@ -1,0 +1,81 @@
+"""Two-input fused modules.
+
+    a ─▶ dequantize ─┐
+                     ├─▶ ConvAdd2d / ConvAddReLU2d (reference conv inside) ─▶ quantize_per_tensor(·, scale, zero_point)
+    b ─▶ dequantize ─┘
+        becomes
+    a, b ─▶ quantized ConvAdd2d / ConvAddReLU2d(scale, zero_point)
+"""
+
+from __future__ import annotations
+
+from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
+from fqlower.ir import Node, Program
+from fqlower.passes.common import (
+    bindings,
+    constant_qparams,
+    dequantize_sources,
+    from_reference,
+    is_dequantize,
+    is_quantize_per_tensor,
+    module_of,
+    node_of,
+    qconfig_is_none,
+    removable,
+    reroute_dequantized,
+    source_of_constant,
+    source_of_module,
+)
+from fqlower.patterns import STATIC_TWO_INPUT_FUSED_MODULES
+from fqlower.pipeline import Match, Miss, rule_pass
+
+
+def match(program: Program, quantize: Node) -> Match | Miss | None:
+    if not is_quantize_per_tensor(quantize):
+        return None
+    reference = node_of(program, quantize.arg(0, "input"))
+    if reference is None or reference.op != "call_module":
+        return None
+    module = module_of(program, reference)
+    if type(module) not in STATIC_TWO_INPUT_FUSED_MODULES:
+        return None
+    inner, _ = STATIC_TWO_INPUT_FUSED_MODULES[type(module)]
+    if type(module[0]) is not inner:
+        return Miss(f"fused {type(module).__name__} holds a {type(module[0]).__name__}, not a reference {inner.__name__}")
+    if qconfig_is_none(program, reference.name):
+        return Miss(f"qconfig of {reference.name!r} is None")
+    if len(reference.args) != 2 or reference.kwargs or not all(is_dequantize(program, arg) for arg in reference.args):
+        return Miss(f"{reference.name!r} does not take exactly two dequantized positional inputs")
+    qparams = constant_qparams(program, quantize)
+    if isinstance(qparams, str):
+        return Miss(qparams)
+    scale, zero_point = qparams
+    return Match(
+        quantize.name,
+        bindings(quantize=quantize.name, reference=reference.name, scale=scale.name, zero_point=zero_point.name),
+    )
+
+
+def rewrite(program: Program, found: Match) -> list[Edit]:
+    roles = found.bindings
+    reference = program.node(roles["reference"])
+    scale, zero_point = program.node(roles["scale"]), program.node(roles["zero_point"])
+    _, quantized = STATIC_TWO_INPUT_FUSED_MODULES[type(module_of(program, reference))]
+    spec = from_reference(
+        quantized,
+        source_of_module(program, reference.target),
+        source_of_constant(program, scale.target),
+        source_of_constant(program, zero_point.target),
+    )
+    edits: list[Edit] = [
+        SetModule(reference.target, spec),
+        SetArgs(reference.name, reroute_dequantized(reference.args, dequantize_sources(program, reference.args)), reference.kwargs),
+        ReplaceUses(roles["quantize"], reference.name),
+        RemoveNode(roles["quantize"]),
+    ]
+    going_away = {roles["quantize"]}
+    edits += [RemoveNode(param.name) for param in dict.fromkeys((scale, zero_point)) if removable(program, param.name, going_away)]
+    return edits
+
+
+LOWER_TWO_INPUT_MODULES = rule_pass("lower-two-input-modules", match, rewrite)
