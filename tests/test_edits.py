@@ -14,6 +14,7 @@ import fqlower
 from fqlower import (
     AddNode,
     Build,
+    MoveNode,
     IRError,
     Original,
     Ref,
@@ -51,6 +52,28 @@ def test_nodes_added_after_the_same_node_keep_insertion_order():
     inner = call("inner", torch.neg, Ref("first"))
     after = apply(program, [AddNode(first, "relu"), AddNode(second, "relu"), AddNode(inner, "first")])
     assert names(after)[2:6] == ["relu", "first", "inner", "second"]
+
+
+def test_add_node_before_places_it_right_before():
+    program = tiny_program()
+    first = call("first", torch.neg, Ref("x"))
+    second = call("second", torch.neg, Ref("first"))
+    after = apply(program, [AddNode(first, before="fc"), AddNode(second, before="fc"), AddNode(fqlower.Node("z", "get_attr", "offset"), before="x")])
+    assert names(after)[:5] == ["z", "x", "first", "second", "fc"]
+
+
+def test_move_node_and_a_batch_may_pass_through_non_topological_orders():
+    program = tiny_program()
+    # move relu after the offset read, then make it read the offset: only valid together
+    after = apply(program, [SetArgs("relu", (Ref("offset"),)), MoveNode("relu", after="offset"), SetArgs("add", (Ref("fc"), Ref("x")))])
+    assert names(after) == ["x", "fc", "add", "offset", "relu", "add_1", "output"]
+    assert after.users("offset") == ("relu", "add_1")
+
+
+def test_moving_a_node_behind_its_users_is_rejected():
+    program = tiny_program()
+    with pytest.raises(IRError, match="node 'add' would use 'relu', which comes after it"):
+        apply(program, [MoveNode("relu", after="offset")])
 
 
 def test_remove_node_and_replace_uses_rewire_the_graph():
@@ -134,7 +157,11 @@ REJECTED = [
     ("unknown op", [SetTarget("relu", "call_everything", "x")], "relu", "unknown op"),
     ("non-callable function", [SetTarget("relu", "call_function", 3)], "relu", "not callable"),
     ("output to function", [SetTarget("output", "call_function", torch.neg)], "output", "cannot turn output"),
-    ("replace uses by later node", [ReplaceUses("fc", "add")], "relu", "comes after it"),
+    ("replace uses by later node", [ReplaceUses("fc", "add")], "relu", "would use 'add', which comes after it"),
+    ("add with both anchors", [AddNode(call("n", torch.neg, Ref("x")), after="x", before="fc")], "n", "exactly one of"),
+    ("add with no anchor", [AddNode(call("n", torch.neg, Ref("x")))], "n", "exactly one of"),
+    ("move output", [MoveNode("output", after="x")], "output", "cannot move"),
+    ("move missing", [MoveNode("ghost", after="x")], "ghost", "does not exist"),
     ("replace uses of missing", [ReplaceUses("ghost", "x")], "ghost", "does not exist"),
     ("invalid node name", [AddNode(call("not-a-name", torch.neg, Ref("x")), "x")], "not-a-name", "valid identifier"),
     ("module that is no module", [SetModule("fc", 42)], None, "expected a torch.nn.Module or a Build spec"),

@@ -13,6 +13,7 @@ from fqlower.changelog import Change, ChangeLog, Skip, apply_log
 from fqlower.edits import (
     AddNode,
     Edit,
+    MoveNode,
     RemoveNode,
     ReplaceUses,
     SetArgs,
@@ -76,6 +77,7 @@ __all__ = [
     "Instrument",
     "ListArg",
     "Match",
+    "MoveNode",
     "Miss",
     "Node",
     "Original",

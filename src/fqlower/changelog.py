@@ -24,6 +24,7 @@ import torch
 from fqlower.edits import (
     AddNode,
     Edit,
+    MoveNode,
     RemoveNode,
     ReplaceUses,
     SetArgs,
@@ -270,6 +271,7 @@ def _node_from(data: dict[str, Any]) -> Node:
 
 _EDIT_KINDS: dict[str, type] = {
     "add_node": AddNode,
+    "move_node": MoveNode,
     "remove_node": RemoveNode,
     "set_args": SetArgs,
     "set_target": SetTarget,
@@ -289,7 +291,13 @@ def _edit_from(data: dict[str, Any]) -> Edit:
     kind = _EDIT_KINDS.get(data.get("edit"))
     if kind is None:
         raise ChangeLogError(f"unknown edit kind {data.get('edit')!r} in change log")
-    return kind(**{field.name: decode(data[field.name]) for field in attrs.fields(kind)})
+    values = {}
+    for field in attrs.fields(kind):
+        if field.name in data:
+            values[field.name] = decode(data[field.name])
+        elif field.default is attrs.NOTHING:
+            raise ChangeLogError(f"edit {data['edit']!r} lacks its field {field.name!r}")
+    return kind(**values)
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:

@@ -3,8 +3,10 @@
     program2 = apply(program, (AddNode(q_fc, after="fc"), ReplaceUses("q_out", "q_fc"), RemoveNode("q_out")))
 
 `apply` checks every edit against the program as it stands after the edits before
-it: no dangling or forward reference, no removal of a used node, no duplicate name,
-no call of a missing module or read of a missing constant. A rejected batch raises
+it (no dangling reference, no removal of a used node, no duplicate name, no call of
+a missing module or read of a missing constant) and, once the whole batch is in,
+that every node it touched comes after its inputs and before its users; in between,
+a batch may pass through orders that are not topological. A rejected batch raises
 `IRError` naming the node; since programs are values, the program given is untouched.
 """
 
@@ -23,9 +25,19 @@ from fqlower.ir import OPS, Build, FrozenDict, Graph, Node, Program, Ref, map_ar
 
 @attrs.frozen
 class AddNode:
-    """Insert `node` after the node named `after` (and after anything added after it before)."""
+    """Insert `node` right before the node named `before`, or after the node named
+    `after` (and after anything added after it before). Give exactly one of them."""
 
     node: Node
+    after: str | None = None
+    before: str | None = None
+
+
+@attrs.frozen
+class MoveNode:
+    """Move a node to just after the node named `after` (and what was added after it)."""
+
+    name: str
     after: str
 
 
@@ -78,8 +90,8 @@ class SetConstant:
     value: Any
 
 
-Edit = Union[AddNode, RemoveNode, SetArgs, SetTarget, ReplaceUses, SetModule, SetConstant]
-EDIT_TYPES: tuple[type, ...] = (AddNode, RemoveNode, SetArgs, SetTarget, ReplaceUses, SetModule, SetConstant)
+Edit = Union[AddNode, MoveNode, RemoveNode, SetArgs, SetTarget, ReplaceUses, SetModule, SetConstant]
+EDIT_TYPES: tuple[type, ...] = (AddNode, MoveNode, RemoveNode, SetArgs, SetTarget, ReplaceUses, SetModule, SetConstant)
 
 
 class _Draft:
@@ -94,6 +106,7 @@ class _Draft:
         self.modules = program.modules.evolver()
         self.constants = program.constants.evolver()
         self.serial = graph.next_serial
+        self.touched: dict[str, None] = {}  # nodes whose order is checked when the batch is in
 
     def fail(self, message: str, node: str | None) -> IRError:
         return IRError(message, node=node, program=self.program)
@@ -103,14 +116,35 @@ class _Draft:
             raise self.fail(f"{role} {name!r} does not exist", name)
         return self.nodes[name]
 
-    def check_inputs(self, name: str, position: tuple[int, ...], args: Any, kwargs: Any) -> tuple[str, ...]:
+    def check_inputs(self, name: str, args: Any, kwargs: Any) -> tuple[str, ...]:
         used = tuple(dict.fromkeys(ref.name for ref in refs_in((args, kwargs))))
         for ref in used:
             if ref not in self.nodes:
                 raise self.fail(f"node {name!r} would use {ref!r}, which does not exist (dangling reference)", name)
-            if not self.positions[ref] < position:
-                raise self.fail(f"node {name!r} would use {ref!r}, which comes after it", name)
+        self.touched[name] = None
         return used
+
+    def position_after(self, name: str) -> tuple[int, ...]:
+        self.serial += 1
+        return (*self.positions[name], self.serial - 1)
+
+    def position_before(self, name: str) -> tuple[int, ...]:
+        # Sorts after everything now before `name` (serials only grow) and before `name`.
+        position = self.positions[name]
+        self.serial += 1
+        return (*position[:-1], position[-1] - 1, self.serial - 1)
+
+    def check_order(self) -> None:
+        for name in self.touched:
+            if name not in self.nodes:
+                continue
+            position = self.positions[name]
+            for used in self.nodes[name].refs():
+                if not self.positions[used] < position:
+                    raise self.fail(f"node {name!r} would use {used!r}, which comes after it", name)
+            for user in self.users[name]:
+                if not position < self.positions[user]:
+                    raise self.fail(f"node {user!r} would use {name!r}, which comes after it", user)
 
     def check_target(self, name: str, op: str, target: Any) -> None:
         if op not in OPS:
@@ -139,17 +173,29 @@ class _Draft:
             raise self.fail(f"cannot add node {node.name!r}: the name is taken", node.name)
         if not node.name.isidentifier():
             raise self.fail(f"cannot add node {node.name!r}: not a valid identifier", node.name)
-        self.require_node(edit.after, f"node {node.name!r} is to follow node")
+        if (edit.after is None) == (edit.before is None):
+            raise self.fail(f"cannot add node {node.name!r}: give exactly one of after= and before=", node.name)
+        if edit.after is not None:
+            self.require_node(edit.after, f"node {node.name!r} is to follow node")
+        else:
+            self.require_node(edit.before, f"node {node.name!r} is to precede node")
         if node.op == "output":
             raise self.fail(f"cannot add node {node.name!r}: the program already has an output", node.name)
         self.check_target(node.name, node.op, node.target)
-        position = (*self.positions[edit.after], self.serial)
-        used = self.check_inputs(node.name, position, node.args, node.kwargs)
-        self.serial += 1
+        used = self.check_inputs(node.name, node.args, node.kwargs)
+        position = self.position_after(edit.after) if edit.after is not None else self.position_before(edit.before)
         self.nodes[node.name] = node
         self.positions[node.name] = position
         self.users[node.name] = pset()
         self.link(node.name, used)
+
+    def move_node(self, edit: MoveNode) -> None:
+        node = self.require_node(edit.name, "node to move")
+        self.require_node(edit.after, f"node {edit.name!r} is to follow node")
+        if node.op in ("placeholder", "output") or edit.name == edit.after:
+            raise self.fail(f"cannot move node {edit.name!r}", edit.name)
+        self.positions[edit.name] = self.position_after(edit.after)
+        self.touched[edit.name] = None
 
     def remove_node(self, edit: RemoveNode) -> None:
         node = self.require_node(edit.name, "node to remove")
@@ -166,7 +212,7 @@ class _Draft:
     def set_args(self, edit: SetArgs) -> None:
         node = self.require_node(edit.name, "node")
         kwargs = edit.kwargs if isinstance(edit.kwargs, FrozenDict) else FrozenDict(edit.kwargs)
-        used = self.check_inputs(edit.name, self.positions[edit.name], edit.args, kwargs)
+        used = self.check_inputs(edit.name, edit.args, kwargs)
         self.unlink(edit.name, node.refs())
         self.link(edit.name, used)
         self.nodes[edit.name] = attrs.evolve(node, args=tuple(edit.args), kwargs=kwargs)
@@ -181,14 +227,9 @@ class _Draft:
     def replace_uses(self, edit: ReplaceUses) -> None:
         self.require_node(edit.old, "node whose uses are replaced,")
         self.require_node(edit.new, "replacement node")
-        new_position = self.positions[edit.new]
         moved = [user for user in self.users[edit.old] if user != edit.new]
-        for user in moved:
-            if not new_position < self.positions[user]:
-                raise self.fail(
-                    f"cannot redirect {user!r} from {edit.old!r} to {edit.new!r}: {edit.new!r} comes after it",
-                    user,
-                )
+        self.touched.update(dict.fromkeys(moved))
+
         def swap(ref: Ref) -> Ref:
             return Ref(edit.new) if ref.name == edit.old else ref
 
@@ -212,6 +253,7 @@ class _Draft:
         self.constants[edit.attr] = edit.value
 
     def finish(self) -> Program:
+        self.check_order()
         graph = Graph(
             nodes=self.nodes.persistent(),
             positions=self.positions.persistent(),
@@ -230,6 +272,7 @@ def _check_path(draft: _Draft, path: str) -> None:
 
 _APPLY = {
     AddNode: _Draft.add_node,
+    MoveNode: _Draft.move_node,
     RemoveNode: _Draft.remove_node,
     SetArgs: _Draft.set_args,
     SetTarget: _Draft.set_target,
