@@ -22,6 +22,11 @@ from fqlower.names import resolve
 PACKED_WEIGHT_MARK = "_packed_weight"
 
 
+def call_method(name: str, receiver: Any, *args: Any, **kwargs: Any) -> Any:
+    """`receiver.name(*args, **kwargs)`: how specs spell a call_method node."""
+    return getattr(receiver, name)(*args, **kwargs)
+
+
 def materialize(program: Program, value: Any) -> Any:
     """The object a table value stands for: specs are built, anything else is itself."""
     if isinstance(value, Original):

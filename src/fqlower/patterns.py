@@ -249,3 +249,77 @@ QUANTIZED_BINARY_RELU_OPS: dict[Callable, Any] = {
     operator.mul: torch.ops.quantized.mul_relu,
     torch.mul: torch.ops.quantized.mul_relu,
 }
+
+
+# --- functional linear / conv ----------------------------------------------------------------
+
+REQUIRED = object()  # marks a parameter without default in the signatures below
+
+# functional -> ((parameter, default), ...) in positional order
+FUNCTIONAL_SIGNATURES: dict[Callable, tuple[tuple[str, Any], ...]] = {
+    F.linear: (("input", REQUIRED), ("weight", REQUIRED), ("bias", None)),
+    **{
+        conv: (("input", REQUIRED), ("weight", REQUIRED), ("bias", None), ("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1))
+        for conv in (F.conv1d, F.conv2d, F.conv3d)
+    },
+    **{
+        conv: (
+            ("input", REQUIRED),
+            ("weight", REQUIRED),
+            ("bias", None),
+            ("stride", 1),
+            ("padding", 0),
+            ("output_padding", 0),
+            ("groups", 1),
+            ("dilation", 1),
+        )
+        for conv in (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
+    },
+}
+
+# spatial dimensions of each conv functional
+CONV_DIMS: dict[Callable, int] = {
+    F.conv1d: 1, F.conv2d: 2, F.conv3d: 3, F.conv_transpose1d: 1, F.conv_transpose2d: 2, F.conv_transpose3d: 3,
+}
+
+# functional -> (quantized op, quantized op fused with relu or None)
+STATIC_FUNCTIONALS: dict[Callable, tuple[Any, Any]] = {
+    F.linear: (torch.ops.quantized.linear, torch.ops.quantized.linear_relu),
+    F.conv1d: (torch.ops.quantized.conv1d, torch.ops.quantized.conv1d_relu),
+    F.conv2d: (torch.ops.quantized.conv2d, torch.ops.quantized.conv2d_relu),
+    F.conv3d: (torch.ops.quantized.conv3d, torch.ops.quantized.conv3d_relu),
+    F.conv_transpose1d: (torch.ops.quantized.conv_transpose1d, None),
+    F.conv_transpose2d: (torch.ops.quantized.conv_transpose2d, None),
+    F.conv_transpose3d: (torch.ops.quantized.conv_transpose3d, None),
+}
+
+# functional -> {(activation dtype, weight dtype): (dynamic op, dynamic op fused with relu or None)}
+DYNAMIC_FUNCTIONALS: dict[Callable, dict[tuple[torch.dtype, torch.dtype], tuple[Any, Any]]] = {
+    F.linear: {
+        (torch.quint8, torch.qint8): (torch.ops.quantized.linear_dynamic, torch.ops.quantized.linear_relu_dynamic),
+        (torch.float16, torch.float16): (torch.ops.quantized.linear_dynamic_fp16, torch.ops.quantized.linear_relu_dynamic_fp16),
+    },
+    F.conv1d: {(torch.quint8, torch.qint8): (torch.ops.quantized.conv1d_dynamic, None)},
+    F.conv2d: {(torch.quint8, torch.qint8): (torch.ops.quantized.conv2d_dynamic, None)},
+    F.conv3d: {(torch.quint8, torch.qint8): (torch.ops.quantized.conv3d_dynamic, None)},
+}
+
+LINEAR_PREPACK_BY_WEIGHT_DTYPE: dict[torch.dtype, Any] = {
+    torch.qint8: torch.ops.quantized.linear_prepack,
+    torch.float16: torch.ops.quantized.linear_prepack_fp16,
+}
+
+CONV_PREPACK: dict[Callable, Any] = {
+    F.conv1d: torch.ops.quantized.conv1d_prepack,
+    F.conv2d: torch.ops.quantized.conv2d_prepack,
+    F.conv3d: torch.ops.quantized.conv3d_prepack,
+    F.conv_transpose1d: torch.ops.quantized.conv_transpose1d_prepack,
+    F.conv_transpose2d: torch.ops.quantized.conv_transpose2d_prepack,
+    F.conv_transpose3d: torch.ops.quantized.conv_transpose3d_prepack,
+}
+
+WEIGHT_PREPACK_OPS: tuple[Any, ...] = (
+    torch.ops.quantized.linear_prepack,
+    torch.ops.quantized.linear_prepack_fp16,
+    *CONV_PREPACK.values(),
+)

@@ -1,7 +1,10 @@
 """The lowering passes, one per file, and the default pipeline that orders them."""
 
 from fqlower.passes.dead_code import ELIMINATE_DEAD_CODE
+from fqlower.passes.dynamic_functionals import LOWER_DYNAMIC_FUNCTIONALS
 from fqlower.passes.dynamic_modules import LOWER_DYNAMIC_MODULES
+from fqlower.passes.fold_weights import FOLD_WEIGHTS
+from fqlower.passes.static_functionals import LOWER_STATIC_FUNCTIONALS
 from fqlower.passes.static_modules import LOWER_STATIC_MODULES
 from fqlower.passes.two_input_modules import LOWER_TWO_INPUT_MODULES
 from fqlower.passes.weight_only_modules import LOWER_WEIGHT_ONLY_MODULES
@@ -17,6 +20,10 @@ def default_pipeline() -> Pipeline:
             LOWER_TWO_INPUT_MODULES,
             LOWER_DYNAMIC_MODULES,
             LOWER_WEIGHT_ONLY_MODULES,
+            LOWER_STATIC_FUNCTIONALS,
+            LOWER_DYNAMIC_FUNCTIONALS,
+            ELIMINATE_DEAD_CODE,
+            FOLD_WEIGHTS,
             ELIMINATE_DEAD_CODE,
         ),
     )
@@ -24,6 +31,9 @@ def default_pipeline() -> Pipeline:
 
 __all__ = [
     "ELIMINATE_DEAD_CODE",
+    "FOLD_WEIGHTS",
+    "LOWER_DYNAMIC_FUNCTIONALS",
+    "LOWER_STATIC_FUNCTIONALS",
     "LOWER_DYNAMIC_MODULES",
     "LOWER_STATIC_MODULES",
     "LOWER_TWO_INPUT_MODULES",

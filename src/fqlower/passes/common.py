@@ -107,3 +107,26 @@ def removable(program: Program, name: str, going_away: set[str]) -> bool:
 def bindings(**roles: str | None) -> FrozenDict:
     """Match bindings without the roles that are absent."""
     return FrozenDict((role, name) for role, name in roles.items() if name is not None)
+
+
+def fresh_name(program: Program, preferred: str, taken: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+    """`preferred`, or `preferred_1`, `preferred_2`, ... : the first that no node has."""
+    name, suffix = preferred, 0
+    while name in program or name in taken:
+        suffix += 1
+        name = f"{preferred}_{suffix}"
+    return name
+
+
+def produced_from_constants(program: Program, name: str) -> bool:
+    """True when the node `name` is computed from get_attr constants and literals only."""
+    frontier, seen = [name], set()
+    while frontier:
+        node = program.node(frontier.pop())
+        if node.op == "placeholder":
+            return False
+        for used in node.refs():
+            if used not in seen:
+                seen.add(used)
+                frontier.append(used)
+    return True

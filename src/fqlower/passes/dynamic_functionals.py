@@ -1,0 +1,101 @@
+"""Dynamic functional linear / conv.
+
+    x ─▶ quantize_per_tensor_dynamic(·, dtype, reduce_range) ─▶ dequantize ─┐
+    w ─▶ quantize_per_*|to(float16) ─▶ dequantize ───────────────────────────┼─▶ F.linear|F.convNd ─▶ [F.relu | nn.ReLU]
+        becomes
+    prepack(w, b, ...) ─┐
+    x ──────────────────┴─▶ quantized.linear_dynamic|linear_relu_dynamic|convNd_dynamic(·, ·, reduce_range)
+                            (linear_dynamic_fp16 / linear_relu_dynamic_fp16 for fp16: no reduce_range)
+
+A dtype pair or relu fusion with no native op is a recorded skip. torch 2.13 skips
+dynamic conv altogether (it looks for a conv+relu op even without a relu); fqlower
+lowers it to convNd_dynamic.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetTarget
+from fqlower.ir import FrozenDict, Node, Program, Ref
+from fqlower.passes.common import bindings, fresh_name, is_dequantize, module_of, node_of, produced_from_constants, qconfig_is_none
+from fqlower.passes.prepack import bind, prepack_call
+from fqlower.patterns import DYNAMIC_FUNCTIONALS
+from fqlower.pipeline import Match, Miss, rule_pass
+
+
+def fused_relu(program: Program, function: Node) -> Node | None:
+    """The relu torch fuses: F.relu or an nn.ReLU module that is the function's only user."""
+    users = program.users(function.name)
+    if len(users) != 1:
+        return None
+    user = program.node(users[0])
+    is_relu = (user.op == "call_function" and user.target is F.relu) or (
+        user.op == "call_module" and type(module_of(program, user)) is nn.ReLU
+    )
+    return user if is_relu and user.args and user.args[0] == Ref(function.name) else None
+
+
+def match(program: Program, function: Node) -> Match | Miss | None:
+    if function.op != "call_function" or function.target not in DYNAMIC_FUNCTIONALS:
+        return None
+    params = bind(function)
+    if isinstance(params, str):
+        return Miss(params)
+    if not (is_dequantize(program, params["input"]) and is_dequantize(program, params["weight"])):
+        return None
+    dynamic = node_of(program, program.node(params["input"].name).args[0])
+    if dynamic is None or dynamic.op != "call_function" or dynamic.target is not torch.quantize_per_tensor_dynamic:
+        return None
+    if qconfig_is_none(program, function.name):
+        return Miss(f"qconfig of {function.name!r} is None")
+    if len(dynamic.args) != 3 or dynamic.kwargs:
+        return Miss(f"{dynamic.name!r} does not pass (input, dtype, reduce_range) by position")
+    activation_dtype = dynamic.args[1]
+    quantized_weight = node_of(program, program.node(params["weight"].name).args[0])
+    if quantized_weight is None or not quantized_weight.args:
+        return Miss(f"the weight of {function.name!r} is not quantized")
+    weight_dtype = quantized_weight.args[-1]
+    ops = DYNAMIC_FUNCTIONALS[function.target].get((activation_dtype, weight_dtype))
+    if ops is None:
+        return Miss(f"no dynamic {function.target.__name__} for activation {activation_dtype} and weight {weight_dtype}")
+    relu = fused_relu(program, function)
+    if relu is not None and ops[1] is None:
+        return Miss(f"no dynamic {function.target.__name__} fused with relu (relu {relu.name!r})")
+    for role, source in (("weight", Ref(quantized_weight.name)), ("bias", params["bias"])):
+        if isinstance(source, Ref) and not produced_from_constants(program, source.name):
+            return Miss(f"the {role} of {function.name!r} is computed from the model's inputs, so it cannot be prepacked")
+    prepack = prepack_call(function.target, params, Ref(quantized_weight.name), weight_dtype)
+    if isinstance(prepack, str):
+        return Miss(f"{function.name!r}: {prepack}")
+    return Match(
+        function.name,
+        bindings(function=function.name, dynamic_quantize=dynamic.name, weight_quantize=quantized_weight.name, relu=relu.name if relu else None),
+    )
+
+
+def rewrite(program: Program, found: Match) -> list[Edit]:
+    roles = found.bindings
+    function = program.node(roles["function"])
+    dynamic = program.node(roles["dynamic_quantize"])
+    quantized_weight = program.node(roles["weight_quantize"])
+    pattern_input, activation_dtype, reduce_range = dynamic.args
+    plain_op, relu_op = DYNAMIC_FUNCTIONALS[function.target][(activation_dtype, quantized_weight.args[-1])]
+    prepack_op, prepack_args = prepack_call(function.target, bind(function), Ref(quantized_weight.name), quantized_weight.args[-1])
+    prepack_name = fresh_name(program, f"{function.name}_prepack")
+    is_int8 = activation_dtype != torch.float16
+    op_args = (pattern_input, Ref(prepack_name), reduce_range) if is_int8 else (pattern_input, Ref(prepack_name))
+    relu = roles.get("relu")
+    edits: list[Edit] = [
+        AddNode(Node(prepack_name, "call_function", prepack_op, prepack_args), before=function.name),
+        SetTarget(function.name, "call_function", relu_op if relu else plain_op),
+        SetArgs(function.name, op_args, FrozenDict()),
+    ]
+    if relu is not None:
+        edits += [ReplaceUses(relu, function.name), RemoveNode(relu)]
+    return edits
+
+
+LOWER_DYNAMIC_FUNCTIONALS = rule_pass("lower-dynamic-functionals", match, rewrite)

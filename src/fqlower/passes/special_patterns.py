@@ -1,0 +1,409 @@
+"""Special patterns: ops that run on quantized tensors as they are, or have a quantized twin.
+
+torch 2.13's `special_pattern_replacement`, anchored on a `quantize_per_tensor`
+(or a `.to(torch.float16)`) whose input `ref` is a node of one of five families
+(fixed-qparams, default, copy, general tensor shape, cat) reading dequantized values:
+
+    x ─▶ dequantize ─▶ ref ─▶ quantize_per_tensor(·, scale, zero_point) ─▶ users
+        becomes (rule "reroute": copy and shape ops, cat, sigmoid/tanh, ...)
+    x ─▶ ref ─▶ users
+
+        becomes (rule "swap-module": nn.Softmax, BatchNorm2d, reference ConvTranspose, ...)
+    x ─▶ quantized module(scale, zero_point) ─▶ users
+
+        becomes (rule "quantized-op": F.elu, F.hardswish, F.layer_norm, ...)
+    x ─▶ torch.ops.quantized.<op>(·, ..., output_scale=scale, output_zero_point=zero_point) ─▶ users
+
+For `cat` the dequantized input is a list; every dequantize in it is bypassed. The
+scale and zero-point nodes go away with the quantize (they stay as the quantized
+op's arguments in "quantized-op", whose node takes the quantize node's place right
+after the zero point, as torch inserts it). Dequantize nodes are left for
+dead-code elimination. `.to(torch.float16)` anchors skip fixed-qparams and default
+nodes and never swap modules, as in torch.
+
+Module types are read from the program as it was when the pass started (torch
+reads them from a `named_modules()` snapshot taken before its loop), and a
+swapped module is built from that original reference module.
+
+Where torch raises (inputs passed by keyword, a quantize of a constant, non-node
+list items, scale/zero point that are not top-level constants, parameter nodes
+it cannot erase, a graph it leaves out of order) or produces a wrong program (the
+op's other users would get its quantized output; it bypasses only the first of
+several dequantized inputs; it would delete a graph input; the quantized op cannot
+be called with the arguments torch gives it; a module shared by several calls
+with different output qparams ends up with the last call's), the node is left as
+it is and the reason recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import torch
+import torch.ao.nn.quantized as nnq
+from torch.ao.quantization.quantization_mappings import DEFAULT_FLOAT_TO_QUANTIZED_OPERATOR_MAPPINGS
+
+from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetModule, SetTarget
+from fqlower.ir import FrozenDict, ListArg, Node, Program, Ref, map_arg, refs_in
+from fqlower.passes.common import from_reference, source_of_constant, source_of_module
+from fqlower.patterns import DEFAULT, FIXED_QPARAMS, QOP_KWARGS_TO_DROP, SPECIAL_FAMILIES, SPECIAL_MODULES
+from fqlower.pipeline import Match, Miss, PassResult, Rule, RulePass
+
+SWAP_MODULE = "swap-module"
+QUANTIZED_OP = "quantized-op"
+REROUTE = "reroute"
+
+Outcome = tuple[str, "Match | Miss"]
+
+# family members that torch lowers to run on a quantized tensor, which no kernel accepts
+NO_QUANTIZED_KERNEL: frozenset[tuple[str, Any]] = frozenset(
+    {("call_function", operator.floordiv), ("call_method", "sigmoid_"), ("call_method", "tanh_")}
+)
+
+
+# --- the program as the pass found it ------------------------------------------------------
+
+
+@attrs.frozen
+class PassStart:
+    """What torch reads once, before its loop: the modules (by path), and, computed
+    here, which shared swappable modules torch would lower wrongly."""
+
+    program: Program
+    shared_misses: FrozenDict = FrozenDict()  # module path -> reason
+
+    @classmethod
+    def of(cls, program: Program) -> PassStart:
+        start = cls(program)
+        sites: dict[str, list[str]] = {}
+        for node in program.nodes():
+            if node.op == "call_module" and type(program.modules.get(node.target)) in SPECIAL_MODULES:
+                sites.setdefault(node.target, []).append(node.name)
+        reasons = {}
+        for path, names in sites.items():
+            if len(names) > 1:
+                reason = _shared_module_problem(start, path, names)
+                if reason is not None:
+                    reasons[path] = reason
+        return attrs.evolve(start, shared_misses=FrozenDict(reasons))
+
+    def module(self, node: Node) -> Any:
+        return self.program.modules.get(node.target) if node.op == "call_module" else None
+
+
+def _shared_module_problem(start: PassStart, path: str, sites: list[str]) -> str | None:
+    """Why swapping the module at `path`, called by several nodes, would be wrong; None when right.
+
+    torch swaps the module once per lowered call, each time building it from the
+    original with that call's output qparams: the last swap wins for all calls.
+    """
+    quantized = SPECIAL_MODULES[type(start.program.modules[path])]
+    if quantized is nnq.Dropout:  # from_reference ignores the qparams; forward returns its input
+        return None
+    program = start.program
+    calls = ", ".join(f"%{site}" for site in sites)
+    qparams = []
+    for site in sites:
+        users = program.users(site)
+        outcome = classify(start, program, program.node(users[0]), check_shared=False) if len(users) == 1 else None
+        if outcome is None or outcome[0] != SWAP_MODULE or not isinstance(outcome[1], Match):
+            return (
+                f"module {path!r} is called by {calls}; torch would swap it for a {quantized.__name__}, "
+                f"and %{site}, which it does not lower, would then run it on a float input"
+            )
+        roles = outcome[1].bindings
+        qparams.append(tuple(program.constants[program.node(roles[role]).target] for role in ("scale", "zero_point")))
+    if not all(_same_value(a, b) for other in qparams[1:] for a, b in zip(qparams[0], other)):
+        return (
+            f"module {path!r} is called by {calls} with different output scales or zero points; "
+            "torch would give every call those of the last"
+        )
+    return None
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and bool(torch.equal(a, b))
+        )
+    return type(a) is type(b) and a == b
+
+
+# --- matching --------------------------------------------------------------------------------
+
+
+def is_to_float16(node: Node) -> bool:
+    return node.op == "call_method" and node.target == "to" and len(node.args) == 2 and node.args[1] == torch.float16
+
+
+def _in_families(start: PassStart, node: Node, families: tuple[Any, ...]) -> bool:
+    module = start.module(node)
+    return any(family.kind_of(node.op, node.target, module) for family in families)
+
+
+def _dequantize_list(program: Program, ref: Node, first: Any) -> list[Node] | Miss | None:
+    """The dequantize nodes torch bypasses (`first` is ref's first input), None when
+    `first` is not dequantized, or why torch would fail on it."""
+    items = (first,) if isinstance(first, Ref) else first.items if isinstance(first, ListArg) else first
+    if not isinstance(first, Ref) and not items:
+        return Miss(f"%{ref.name} has an empty list of inputs")
+    found = []
+    for item in items:  # torch's all(...) stops at the first item that is not a dequantize
+        if not isinstance(item, Ref):
+            return Miss(f"an input of %{ref.name} is {item!r}, not a node: torch would fail reading its op")
+        node = program.node(item.name)
+        if not (node.op == "call_method" and node.target == "dequantize"):
+            return None
+        if not node.args:
+            return Miss(f"%{node.name} is a dequantize without positional input: torch would fail reading it")
+        if node not in found:
+            found.append(node)
+    return found
+
+
+def _bypass(value: Any, dequantize: list[Node]) -> Any:
+    """`value` with each dequantize replaced by its input, one after the other
+    (torch's `replace_input_with`, every occurrence)."""
+    for node in dequantize:
+        value = map_arg(value, lambda ref, node=node: node.args[0] if ref.name == node.name else ref)
+    return value
+
+
+def classify(start: PassStart, program: Program, anchor: Node, check_shared: bool = True) -> Outcome | None:
+    """(rule, Match or Miss) for an anchor of torch's special pattern; None when torch passes it by."""
+    is_quantize = anchor.op == "call_function" and anchor.target is torch.quantize_per_tensor
+    if not is_quantize and not is_to_float16(anchor):
+        return None
+    role = "quantize" if is_quantize else "to_float16"
+    if not anchor.args:
+        return REROUTE, Miss(f"%{anchor.name} gets its input by keyword: torch reads args[0] and fails")
+    if not isinstance(anchor.args[0], Ref):
+        return REROUTE, Miss(f"%{anchor.name} quantizes {anchor.args[0]!r}, not a node: torch would fail reading its op")
+    ref = program.node(anchor.args[0].name)
+    if not is_quantize and _in_families(start, ref, (FIXED_QPARAMS, DEFAULT)):
+        return None
+    if not _in_families(start, ref, SPECIAL_FAMILIES):
+        return None
+    module = start.module(ref)
+    if ref.op == "call_module" and type(module) in SPECIAL_MODULES and is_quantize:
+        rule = SWAP_MODULE
+    elif DEFAULT.kind_of(ref.op, ref.target, module) == "function":
+        rule = QUANTIZED_OP
+    else:
+        rule = REROUTE
+    if not ref.args and not ref.kwargs:
+        return rule, Miss(f"%{ref.name} has no inputs: torch asserts it has some")
+    first = ref.args[0] if ref.args else next(iter(ref.kwargs.values()))
+    if not isinstance(first, (Ref, tuple, ListArg)):
+        return rule, Miss(f"the first input of %{ref.name} is {first!r}: torch asserts a node, tuple or list")
+    dequantize = _dequantize_list(program, ref, first)
+    if dequantize is None or isinstance(dequantize, Miss):
+        return None if dequantize is None else (rule, dequantize)
+
+    # torch rewrites here (or fails while doing so)
+    if is_quantize and (ref.op, ref.target) in NO_QUANTIZED_KERNEL:
+        return rule, Miss(f"%{ref.name} ({ref.target if ref.op == 'call_method' else ref.target.__name__}) has no quantized kernel: torch's lowered model would fail running it")
+    others = [user for user in program.users(ref.name) if user != anchor.name]
+    if others:
+        listed = ", ".join(f"%{user}" for user in others)
+        return rule, Miss(f"%{ref.name} is also used by {listed}, which torch would hand its quantized output")
+    bypassed = {node.name for node in dequantize}
+    left = [r.name for r in refs_in((ref.args, ref.kwargs)) if r.name not in bypassed and _is_dequantize(program, r.name)]
+    if left:
+        return rule, Miss(
+            f"%{ref.name} also reads the dequantized %{left[0]}, which torch would leave in place "
+            f"while bypassing %{dequantize[0].name}"
+        )
+    params = [arg for arg in anchor.args[1:] if isinstance(arg, Ref)]
+    odd = [p.name for p in params if p.name == ref.name or p.name in bypassed]
+    if odd:
+        return rule, Miss(f"%{anchor.name} computes its parameters from its own input (%{odd[0]})")
+    args = _bypass(ref.args, dequantize)
+    kwargs = _bypass(ref.kwargs, dequantize)
+    roles = {role: anchor.name, "reference": ref.name}
+    if len(dequantize) == 1 and isinstance(first, Ref):
+        roles["dequantize"] = dequantize[0].name
+    else:
+        roles.update((f"dequantize_{index}", node.name) for index, node in enumerate(dequantize))
+
+    if rule == QUANTIZED_OP:
+        return rule, _match_quantized_op(program, anchor, ref, roles, args, kwargs)
+    if rule == SWAP_MODULE:
+        found = _swap_qparams(program, anchor)
+        if isinstance(found, Miss):
+            return rule, found
+        if check_shared and ref.target in start.shared_misses:
+            return rule, Miss(start.shared_misses[ref.target])
+        roles.update(scale=found[0].name, zero_point=found[1].name)
+    erase = _erasable(program, anchor, params)
+    if isinstance(erase, Miss):
+        return rule, erase
+    facts = {"args": args, "kwargs": kwargs, "erase": erase}
+    if rule == SWAP_MODULE:
+        scale, zero_point = (program.node(roles[role]) for role in ("scale", "zero_point"))
+        facts["module"] = from_reference(
+            SPECIAL_MODULES[type(module)],
+            source_of_module(start.program, ref.target),
+            source_of_constant(program, scale.target),
+            source_of_constant(program, zero_point.target),
+        )
+    return rule, Match(anchor.name, FrozenDict(roles), FrozenDict(facts))
+
+
+def _is_dequantize(program: Program, name: str) -> bool:
+    node = program.node(name)
+    return node.op == "call_method" and node.target == "dequantize"
+
+
+def _swap_qparams(program: Program, anchor: Node) -> tuple[Node, Node] | Miss:
+    """The scale and zero-point nodes torch reads with `getattr(model, node.target)`."""
+    if len(anchor.args) < 3:
+        return Miss(f"%{anchor.name} passes its scale or zero point by keyword: torch reads args[1:3] and fails")
+    found = []
+    for role, arg in (("scale", anchor.args[1]), ("zero point", anchor.args[2])):
+        node = program.node(arg.name) if isinstance(arg, Ref) else None
+        if node is None or node.op != "get_attr":
+            return Miss(f"the {role} of %{anchor.name} is not read from a constant: torch would fail reading it")
+        if "." in node.target:
+            return Miss(f"the {role} of %{anchor.name} is {node.target!r}, not an attribute of the model itself: torch would fail reading it")
+        found.append(node)
+    return found[0], found[1]
+
+
+def _erasable(program: Program, anchor: Node, params: list[Ref]) -> tuple[str, ...] | Miss:
+    """The parameter nodes of the anchor that torch erases with it."""
+    names = tuple(dict.fromkeys(param.name for param in params))
+    for name in names:
+        others = [user for user in program.users(name) if user != anchor.name]
+        if others:
+            return Miss(f"%{name}, a parameter of %{anchor.name}, is also used by %{others[0]}: torch would fail erasing it")
+        if program.node(name).op == "placeholder":
+            return Miss(f"%{name}, a parameter of %{anchor.name}, is a graph input: torch would delete it")
+    return names
+
+
+def _match_quantized_op(
+    program: Program, anchor: Node, ref: Node, roles: dict[str, str], args: tuple, kwargs: FrozenDict
+) -> Match | Miss:
+    if len(anchor.args) < 3:
+        return Miss(f"%{anchor.name} passes its scale or zero point by keyword: torch reads args[1:3] and fails")
+    scale, zero_point = anchor.args[1], anchor.args[2]
+    if not isinstance(zero_point, Ref):
+        return Miss(f"the zero point of %{anchor.name} is {zero_point!r}, not a node: torch would fail inserting after it")
+    qop = DEFAULT_FLOAT_TO_QUANTIZED_OPERATOR_MAPPINGS[ref.target]
+    for key in QOP_KWARGS_TO_DROP.get(qop, ()):
+        kwargs = kwargs.remove(key)
+    kwargs = kwargs.set("output_scale", scale).set("output_zero_point", zero_point)
+    problem = call_problem(qop, ref.target, args, kwargs)
+    if problem is not None:
+        return Miss(f"torch would call {problem}; the lowered %{ref.name} would fail")
+    limit = program.position(zero_point.name)
+    late = [r.name for r in refs_in((args, kwargs)) if program.position(r.name) > limit]
+    if late:
+        return Miss(f"%{late[0]} comes after the zero point %{zero_point.name}, after which torch inserts the quantized op: its graph fails lint")
+    roles.update(zero_point=zero_point.name)
+    if isinstance(scale, Ref):
+        roles.update(scale=scale.name)
+    order = program.graph.order
+    in_place = order.index(anchor.name) == order.index(zero_point.name) + 1
+    facts = {"qop": qop, "args": args, "kwargs": kwargs, "in_place": in_place}
+    return Match(anchor.name, FrozenDict(roles), FrozenDict(facts))
+
+
+def call_problem(qop: Any, function: Callable, args: tuple, kwargs: FrozenDict) -> str | None:
+    """Why `qop(*args, **kwargs)` does not call `qop` with the arguments `function`
+    got (a missing, doubled or unknown argument, or a positional argument that
+    means something else there); None when it does."""
+    name = qop._qualified_op_name
+    schema = qop.default._schema
+    params = [arg for arg in schema.arguments if not arg.kwarg_only]
+    if len(args) > len(params):
+        return f"{name} with {len(args)} positional arguments; it takes {len(params)}"
+    try:
+        meant = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        meant = []
+    for index in range(1, min(len(args), len(meant))):
+        if meant[index] != params[index].name:
+            return f"{name} with {function.__name__}'s {meant[index]!r} as its {params[index].name!r}"
+    given = {param.name for param in params[: len(args)]}
+    known = {arg.name for arg in schema.arguments}
+    for key in kwargs:
+        if key not in known:
+            return f"{name} with an argument {key!r} it does not have"
+        if key in given:
+            return f"{name} with {key!r} both by position and by keyword"
+    missing = [arg.name for arg in schema.arguments if arg.name not in given and arg.name not in kwargs and not arg.has_default_value()]
+    if missing:
+        return f"{name} without {missing[0]!r}"
+    return None
+
+
+# --- rewriting -------------------------------------------------------------------------------
+
+
+def _anchor_role(found: Match) -> str:
+    return found.bindings.get("quantize", found.bindings.get("to_float16"))
+
+
+def rewrite_reroute(program: Program, found: Match) -> list[Edit]:
+    ref, anchor = found.bindings["reference"], _anchor_role(found)
+    return [
+        SetArgs(ref, found.facts["args"], found.facts["kwargs"]),
+        ReplaceUses(anchor, ref),
+        RemoveNode(anchor),
+        *(RemoveNode(name) for name in found.facts["erase"]),
+    ]
+
+
+def rewrite_swap_module(program: Program, found: Match) -> list[Edit]:
+    path = program.node(found.bindings["reference"]).target
+    return [SetModule(path, found.facts["module"]), *rewrite_reroute(program, found)]
+
+
+def rewrite_quantized_op(program: Program, found: Match) -> list[Edit]:
+    ref, anchor = found.bindings["reference"], found.bindings["quantize"]
+    qop, args, kwargs = found.facts["qop"], found.facts["args"], found.facts["kwargs"]
+    if found.facts["in_place"]:  # the quantize sits right after the zero point: it becomes the op
+        return [SetTarget(anchor, "call_function", qop), SetArgs(anchor, args, kwargs), RemoveNode(ref)]
+    # torch's own steps; the new op takes the quantize's name and goes right after the zero point
+    return [
+        ReplaceUses(anchor, ref),
+        RemoveNode(anchor),
+        AddNode(Node(anchor, "call_function", qop, args, kwargs), after=found.bindings["zero_point"]),
+        ReplaceUses(ref, anchor),
+        RemoveNode(ref),
+    ]
+
+
+REWRITES = {SWAP_MODULE: rewrite_swap_module, QUANTIZED_OP: rewrite_quantized_op, REROUTE: rewrite_reroute}
+
+
+def _match(rule: str, start: PassStart, program: Program, node: Node) -> Match | Miss | None:
+    outcome = classify(start, program, node)
+    return outcome[1] if outcome is not None and outcome[0] == rule else None
+
+
+@attrs.frozen
+class SpecialPatterns:
+    """A RulePass whose matchers also see the program as the pass found it."""
+
+    name: str = "lower-special-patterns"
+
+    def rules(self, start: PassStart) -> tuple[Rule, ...]:
+        return tuple(Rule(rule, functools.partial(_match, rule, start), REWRITES[rule]) for rule in REWRITES)
+
+    def run(self, program: Program) -> PassResult:
+        return RulePass(self.name, self.rules(PassStart.of(program))).run(program)
+
+
+LOWER_SPECIAL_PATTERNS = SpecialPatterns()

@@ -1,0 +1,120 @@
+"""Static functional linear / conv / conv-transpose.
+
+    x ─▶ dequantize ─┐
+    w ─▶ quantize_per_tensor|per_channel ─▶ dequantize ─┼─▶ F.linear|F.convNd|F.conv_transposeNd ─▶ [relu] ─▶ quantize_per_tensor(·, scale, zp)
+    b ──────────────────────────────────────────────────┘
+        becomes
+    prepack(quantize_per_*(w), b, stride, padding, ...) ─┐
+    x ───────────────────────────────────────────────────┴─▶ quantized.linear|linear_relu|convNd|convNd_relu|conv_transposeNd(·, ·, scale, zp)
+
+The prepack node sits right before the scale node and the op right after the
+zero-point node, where torch puts them; weight folding later turns the prepack
+into a packed-weight attribute. Arguments may come by position, by keyword or by
+default. A relu with no fused op (conv-transpose) is dropped when the output
+quantization clamps at zero anyway, and otherwise kept after the op.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fqlower.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetTarget
+from fqlower.ir import FrozenDict, Node, Program, Ref
+from fqlower.passes.common import (
+    bindings,
+    constant_qparams,
+    fresh_name,
+    is_dequantize,
+    is_quantize_per_tensor,
+    is_relu,
+    node_of,
+    produced_from_constants,
+    qconfig_is_none,
+)
+from fqlower.passes.prepack import bind, prepack_call
+from fqlower.passes.static_modules import relu_is_implied
+from fqlower.patterns import STATIC_FUNCTIONALS
+from fqlower.pipeline import Match, Miss, rule_pass
+
+WEIGHT_QUANTIZERS = (torch.quantize_per_tensor, torch.quantize_per_channel)
+
+
+def match(program: Program, quantize: Node) -> Match | Miss | None:
+    if not is_quantize_per_tensor(quantize):
+        return None
+    function = node_of(program, quantize.arg(0, "input"))
+    relu = None
+    if function is not None and is_relu(program, function):
+        relu, function = function, node_of(program, function.args[0] if function.args else None)
+    if function is None or function.op != "call_function" or function.target not in STATIC_FUNCTIONALS:
+        return None
+    if qconfig_is_none(program, function.name):
+        return Miss(f"qconfig of {function.name!r} is None")
+    params = bind(function)
+    if isinstance(params, str):
+        return Miss(params)
+    if not is_dequantize(program, params["input"]):
+        return Miss(f"the input of {function.name!r} is not dequantized")
+    if not is_dequantize(program, params["weight"]):
+        return Miss(f"the weight of {function.name!r} is not dequantized")
+    quantized_weight = node_of(program, program.node(params["weight"].name).args[0])
+    if quantized_weight is None or quantized_weight.op != "call_function" or quantized_weight.target not in WEIGHT_QUANTIZERS:
+        return Miss(f"the weight of {function.name!r} is not quantized with quantize_per_tensor or quantize_per_channel")
+    for role in ("weight", "bias"):
+        source = quantized_weight.name if role == "weight" else params["bias"]
+        name = source.name if isinstance(source, Ref) else source
+        if isinstance(name, str) and not produced_from_constants(program, name):
+            return Miss(f"the {role} of {function.name!r} is computed from the model's inputs, so it cannot be prepacked")
+    prepack = prepack_call(function.target, params, Ref(quantized_weight.name), quantized_weight.args[-1])
+    if isinstance(prepack, str):
+        return Miss(f"{function.name!r}: {prepack}")
+    chain_end = relu or function
+    if program.users(function.name) != (chain_end.name if relu else quantize.name,) or program.users(chain_end.name) != (quantize.name,):
+        return Miss(f"the output of {function.name!r} is also used outside the quantized pattern")
+    qparams = constant_qparams(program, quantize)
+    if isinstance(qparams, str):
+        return Miss(qparams)
+    scale, zero_point = qparams
+    return Match(
+        quantize.name,
+        bindings(
+            quantize=quantize.name,
+            relu=relu.name if relu else None,
+            function=function.name,
+            input_dequantize=params["input"].name,
+            weight_quantize=quantized_weight.name,
+            scale=scale.name,
+            zero_point=zero_point.name,
+        ),
+    )
+
+
+def rewrite(program: Program, found: Match) -> list[Edit]:
+    roles = found.bindings
+    function = program.node(roles["function"])
+    quantize = program.node(roles["quantize"])
+    prepack_op, prepack_args = prepack_call(
+        function.target, bind(function), Ref(roles["weight_quantize"]), program.node(roles["weight_quantize"]).args[-1]
+    )
+    plain_op, relu_op = STATIC_FUNCTIONALS[function.target]
+    relu = roles.get("relu")
+    fuse_relu = relu is not None and relu_op is not None
+    keep_relu = relu is not None and not fuse_relu and not relu_is_implied(program, quantize, program.node(roles["zero_point"]))
+    prepack_name = fresh_name(program, f"{function.name}_prepack")
+    input_source = program.node(roles["input_dequantize"]).args[0]
+    edits: list[Edit] = [
+        AddNode(Node(prepack_name, "call_function", prepack_op, prepack_args), before=roles["scale"]),
+        SetTarget(function.name, "call_function", relu_op if fuse_relu else plain_op),
+        SetArgs(function.name, (input_source, Ref(prepack_name), Ref(roles["scale"]), Ref(roles["zero_point"])), FrozenDict()),
+        MoveNode(function.name, after=roles["zero_point"]),
+    ]
+    if keep_relu:
+        edits += [MoveNode(relu, after=function.name), ReplaceUses(quantize.name, relu), RemoveNode(quantize.name)]
+    else:
+        edits += [ReplaceUses(quantize.name, function.name), RemoveNode(quantize.name)]
+        if relu is not None:
+            edits.append(RemoveNode(relu))
+    return edits
+
+
+LOWER_STATIC_FUNCTIONALS = rule_pass("lower-static-functionals", match, rewrite)
