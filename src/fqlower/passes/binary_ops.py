@@ -75,7 +75,7 @@ def _check_inputs(program: Program, binop: Node) -> dict[str, str] | Miss:
             if not dequantize.args or not isinstance(dequantize.args[0], Ref):
                 return Miss(f"{dequantize.name!r}, an input of {binop.name!r}, does not dequantize a node")
             found[side] = arg.name
-        elif any(True for _ in refs_in(arg)):
+        elif next(refs_in(arg), None) is not None:
             return Miss(f"input {format_arg(arg)} of {binop.name!r} is not a dequantize node")
     if not found:
         return Miss(f"no input of {binop.name!r} is dequantized")

@@ -1,0 +1,221 @@
+"""Functional linear/conv passes and weight folding: exact rewrites, and every place
+where torch 2.13's lowering fails and fqlower does not."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.ao.quantization import QConfigMapping, default_dynamic_qconfig, float16_dynamic_qconfig, get_default_qconfig_mapping
+
+import fqlower
+from fqlower import Build, Original
+from fqlower.compare import lowering_differences, values_equal
+from fqlower.passes import FOLD_WEIGHTS, LOWER_DYNAMIC_FUNCTIONALS, LOWER_STATIC_FUNCTIONALS
+from fqlower.reference import reference_model, torch_lowering
+
+
+class FunctionalLinear(nn.Module):
+    """F.linear with parameter weights, called in one of several argument styles."""
+
+    def __init__(self, style="positional"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.style = style
+        self.weight = nn.Parameter(torch.randn(4, 6))
+        self.bias = nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        if self.style == "keywords":
+            return F.linear(input=x, weight=self.weight, bias=self.bias)
+        if self.style == "bias-keyword":
+            return F.linear(x, self.weight, bias=self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
+class FunctionalConv(nn.Module):
+    def __init__(self, style="explicit"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.style = style
+        self.weight = nn.Parameter(torch.randn(4, 3, 3, 3))
+        self.bias = nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        if self.style == "defaults":
+            return F.conv2d(x, self.weight, self.bias)
+        if self.style == "ints":
+            return F.conv2d(x, self.weight, self.bias, 1, 0, 1, 1)
+        if self.style == "keywords":
+            return F.conv2d(x, self.weight, bias=self.bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
+        return F.conv2d(x, self.weight, self.bias, (1, 1), (0, 0), (1, 1), 1)
+
+
+def static(model, x):
+    return reference_model(model, (x,), get_default_qconfig_mapping("fbgemm"))
+
+
+def lowered(reference, **kwargs):
+    return fqlower.lower(reference.module, reference.qconfig_map, reference.node_name_to_scope, **kwargs)
+
+
+LINEAR_X = torch.randn(5, 6)
+CONV_X = torch.randn(2, 3, 6, 6)
+
+
+def test_static_functional_rewrite_and_change():
+    reference = static(FunctionalLinear(), LINEAR_X)
+    program = fqlower.from_fx(reference.module, reference.qconfig_map, reference.node_name_to_scope)
+    result = LOWER_STATIC_FUNCTIONALS.run(program)
+    (change,) = result.changes
+    assert change.anchor == change.bindings["quantize"] and change.bindings["function"] == "linear"
+    assert [type(edit).__name__ for edit in change.edits] == ["AddNode", "SetTarget", "SetArgs", "MoveNode", "ReplaceUses", "RemoveNode"]
+    prepack = change.edits[0].node
+    assert prepack.target is torch.ops.quantized.linear_prepack
+    assert change.edits[0].before == change.bindings["scale"]
+    after = result.program
+    linear = after.node("linear")
+    assert linear.target is torch.ops.quantized.linear
+    order = list(after.graph.order)
+    assert order.index(prepack.name) < order.index(change.bindings["scale"]) < order.index(change.bindings["zero_point"]) < order.index("linear")
+    folded = FOLD_WEIGHTS.run(after)
+    (fold,) = folded.changes
+    assert fold.rule == "fold-packed-weight"
+    spec = folded.program.constants["_packed_weight_0"]
+    assert isinstance(spec, Build) and spec.factory == "torch.ops.quantized.linear_prepack"
+    assert spec.args[1] == Original("bias")
+
+
+@pytest.mark.parametrize("style", ["positional", "bias-keyword"])
+def test_functional_linear_equals_torch(style):
+    reference = static(FunctionalLinear(style), LINEAR_X)
+    assert lowering_differences(torch_lowering(reference), lowered(reference).module, (LINEAR_X,)) == []
+
+
+def test_regression_functional_linear_with_keyword_inputs():
+    # torch: AssertionError "Dequantize index 1 exceeded reference node's arg length 0"
+    reference = static(FunctionalLinear("keywords"), LINEAR_X)
+    with pytest.raises(AssertionError, match="exceeded reference node's arg length"):
+        torch_lowering(reference)
+    ours = lowered(reference).module
+    expected = torch_lowering(static(FunctionalLinear("positional"), LINEAR_X))
+    assert lowering_differences(expected, ours, (LINEAR_X,)) == []
+
+
+@pytest.mark.parametrize("style", ["defaults", "ints"])
+def test_regression_functional_conv_with_default_or_int_arguments(style):
+    # torch: conv2d_prepack() is missing a value for 'stride', or gets an int where it wants a list
+    reference = static(FunctionalConv(style), CONV_X)
+    with pytest.raises(RuntimeError, match="stride"):
+        torch_lowering(reference)
+    ours = lowered(reference).module
+    expected = torch_lowering(static(FunctionalConv("explicit"), CONV_X))
+    assert lowering_differences(expected, ours, (CONV_X,)) == []
+
+
+def test_functional_conv_with_keyword_arguments_equals_torch():
+    reference = static(FunctionalConv("keywords"), CONV_X)
+    assert lowering_differences(torch_lowering(reference), lowered(reference).module, (CONV_X,)) == []
+
+
+def test_regression_missing_scope_entry_falls_back_to_the_op_name():
+    # torch: KeyError in fold_weight
+    reference = static(FunctionalLinear(), LINEAR_X)
+    scope = {name: value for name, value in reference.node_name_to_scope.items() if name != "linear"}
+    with pytest.raises(KeyError, match="linear"):
+        from torch.ao.quantization.fx._lower_to_native_backend import _lower_to_native_backend
+
+        _lower_to_native_backend(copy.deepcopy(reference.module), dict(reference.qconfig_map), scope)
+    result = fqlower.lower(reference.module, reference.qconfig_map, scope)
+    (fold,) = [change for change in result.log.changes if change.pass_name == "fold-weights"]
+    assert fold.rule == "fold-packed-weight-unscoped"
+    assert "linear_packed_weight_0" in result.module.state_dict()
+    assert values_equal(result.module(LINEAR_X), torch_lowering(reference)(LINEAR_X))
+
+
+def test_regression_weight_computed_from_an_input_is_left_with_a_reason():
+    class InputWeight(nn.Module):
+        def forward(self, x, w):
+            return F.linear(x, w)
+
+    reference = reference_model(InputWeight(), (LINEAR_X, torch.randn(4, 6)), get_default_qconfig_mapping("fbgemm"))
+    result = lowered(reference)
+    skips = [skip for skip in result.log.skips if skip.pass_name == "lower-static-functionals"]
+    assert skips and "computed from the model's inputs" in skips[0].reason
+    assert all(node.target is not torch.ops.quantized.linear for node in result.module.graph.nodes)
+    inputs = reference.example_inputs
+    assert values_equal(result.module(*inputs), reference.module(*inputs))
+
+
+def test_dynamic_functional_linear_int8_and_fp16_equal_torch():
+    for qconfig, op in ((default_dynamic_qconfig, torch.ops.quantized.linear_dynamic), (float16_dynamic_qconfig, torch.ops.quantized.linear_dynamic_fp16)):
+        reference = reference_model(FunctionalLinear(), (LINEAR_X,), QConfigMapping().set_global(qconfig))
+        program = fqlower.from_fx(reference.module, reference.qconfig_map, reference.node_name_to_scope)
+        (change,) = LOWER_DYNAMIC_FUNCTIONALS.run(program).changes
+        assert change.anchor == "linear"
+        ours = lowered(reference)
+        assert any(node.target is op for node in ours.module.graph.nodes)
+        assert lowering_differences(torch_lowering(reference), ours.module, (LINEAR_X,)) == []
+
+
+def test_dynamic_functional_linear_relu_fuses():
+    class LinearRelu(FunctionalLinear):
+        def forward(self, x):
+            return F.relu(F.linear(x, self.weight, self.bias))
+
+    reference = reference_model(LinearRelu(), (LINEAR_X,), QConfigMapping().set_global(default_dynamic_qconfig))
+    ours = lowered(reference).module
+    assert [n.target for n in ours.graph.nodes if n.op == "call_function"] == [torch.ops.quantized.linear_relu_dynamic]
+    assert lowering_differences(torch_lowering(reference), ours, (LINEAR_X,)) == []
+
+
+def test_lowered_model_survives_save_load_and_state_dict_round_trip():
+    reference = static(FunctionalConv(), CONV_X)
+    ours = lowered(reference).module
+    buffer = io.BytesIO()
+    torch.save(ours, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert values_equal(loaded(CONV_X), ours(CONV_X))
+
+    other_weights = static(FunctionalConv(), CONV_X * 3)  # other calibration: other scales
+    fresh = lowered(other_weights).module
+    assert not values_equal(fresh(CONV_X), ours(CONV_X))
+    fresh.load_state_dict(ours.state_dict())
+    assert values_equal(fresh(CONV_X), ours(CONV_X))
+
+
+def test_jit_trace_works_as_on_torch_result():
+    reference = static(FunctionalConv(), CONV_X)
+    ours = lowered(reference).module
+    traced = torch.jit.trace(ours, (CONV_X,))
+    assert values_equal(traced(CONV_X), ours(CONV_X))
+    scripted_torch = torch.jit.script(torch_lowering(reference))
+    assert values_equal(torch.jit.script(ours)(CONV_X), scripted_torch(CONV_X))
+
+
+class Outer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.sub = FunctionalLinear()
+
+    def forward(self, x):
+        return self.sub(x)
+
+
+def test_regression_state_dict_loads_packed_weights_of_submodules():
+    # torch's load hook only takes keys starting with "_packed_weight", so
+    # "sub_packed_weight_0" is refused as an unexpected key.
+    source, target = static(Outer(), LINEAR_X), static(Outer(), LINEAR_X * 3)
+    torch_source, torch_target = torch_lowering(source), torch_lowering(target)
+    assert "sub_packed_weight_0" in torch_source.state_dict()
+    with pytest.raises(RuntimeError, match='Unexpected key.*"sub_packed_weight_0"'):
+        torch_target.load_state_dict(torch_source.state_dict())
+    ours_source, ours_target = lowered(source).module, lowered(target).module
+    assert list(ours_source.state_dict()) == list(torch_source.state_dict())
+    ours_target.load_state_dict(ours_source.state_dict())
+    assert values_equal(ours_target(LINEAR_X), torch_source(LINEAR_X))
