@@ -219,3 +219,19 @@ def test_regression_state_dict_loads_packed_weights_of_submodules():
     assert list(ours_source.state_dict()) == list(torch_source.state_dict())
     ours_target.load_state_dict(ours_source.state_dict())
     assert values_equal(ours_target(LINEAR_X), torch_source(LINEAR_X))
+
+
+@pytest.mark.parametrize("model, x", [(FunctionalLinear(), LINEAR_X), (Outer(), LINEAR_X), (FunctionalConv(), CONV_X)], ids=["linear", "nested", "conv"])
+def test_keep_original_weights_gives_torchs_lookup(model, x):
+    from torch.ao.quantization.fx._lower_to_native_backend import _lower_to_native_backend
+
+    reference = static(model, x)
+    expected = _lower_to_native_backend(
+        copy.deepcopy(reference.module), dict(reference.qconfig_map), dict(reference.node_name_to_scope), True
+    ).original_weights_lookup
+    ours = lowered(reference, keep_original_weights=True).module.original_weights_lookup
+    assert list(ours) == list(expected)
+    for key in expected:
+        assert len(ours[key]) == len(expected[key])
+        assert all(values_equal(a, b) for a, b in zip(ours[key], expected[key])), key
+    assert not hasattr(lowered(reference).module, "original_weights_lookup")

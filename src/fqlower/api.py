@@ -12,6 +12,7 @@ import torch.fx
 from fqlower.changelog import ChangeLog
 from fqlower.emit import to_fx
 from fqlower.ir import Program, from_fx
+from fqlower.original_weights import ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup
 from fqlower.pipeline import Pipeline, Timing
 
 
@@ -41,7 +42,11 @@ def lower(
     program = from_fx(model, qconfig_map, node_name_to_scope)
     timing = Timing()
     result, log = pipeline.run_logged(program, (timing,))
-    return Lowering(to_fx(result.program), result.program, log, tuple(timing.seconds))
+    module = to_fx(result.program)
+    if keep_original_weights:
+        packed = [change.edits[0].attr for change in log.changes if change.pass_name == "fold-weights"]
+        setattr(module, ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup(result.program, packed))
+    return Lowering(module, result.program, log, tuple(timing.seconds))
 
 
 def lower_to_native_backend(
