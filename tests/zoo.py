@@ -69,6 +69,9 @@ class Case:
     build: Callable[[], ReferenceModel]
     torch_lowers: bool = True
     note: str = ""
+    # False when the lowered model needs a kernel this machine cannot run (onednn's
+    # fused ops need AVX-512 VNNI): compare graph, modules and state_dict only
+    runnable: bool = True
 
 
 # --------------------------------------------------------------------------- helpers
@@ -134,6 +137,7 @@ def _ref(
     backend_config: Callable[[], Any] | None = None,
     seed: int = 0,
     torch_lowers: bool = True,
+    runnable: bool = True,
     note: str = "",
 ) -> Case:
     """A :class:`Case` that quantizes ``factory()`` with ``recipe()`` (a fresh QConfigMapping).
@@ -152,7 +156,7 @@ def _ref(
                 backend_config=None if backend_config is None else backend_config(),
             )
 
-    return Case(id=case_id, build=build, torch_lowers=torch_lowers, note=note)
+    return Case(id=case_id, build=build, torch_lowers=torch_lowers, note=note, runnable=runnable)
 
 
 def _float(
@@ -183,6 +187,20 @@ def _float(
 
 def _static_fbgemm() -> QConfigMapping:
     return get_default_qconfig_mapping("fbgemm")
+
+
+def _static_x86() -> QConfigMapping:
+    return get_default_qconfig_mapping("x86")
+
+
+def _static_onednn() -> QConfigMapping:
+    return get_default_qconfig_mapping("onednn")
+
+
+def _onednn_backend_config() -> Any:
+    from torch.ao.quantization.backend_config import get_onednn_backend_config
+
+    return get_onednn_backend_config()
 
 
 def _static_qnnpack() -> QConfigMapping:
@@ -412,6 +430,18 @@ CASES: list[Case] = [
     _ref("ConvBnAddRelu-static_fbgemm", _cq("ConvBnAddReluModel"), _static_fbgemm),
     _ref("ResNetBase-static_fbgemm", _cq("ResNetBase", _img(3, 4)), _static_fbgemm),
     _ref("ModelMultipleOps-static_fbgemm", _cq("ModelMultipleOps", _img(3, 8)), _static_fbgemm),
+    # the x86 and onednn default mappings (onednn: no reduce_range, LinearLeakyReLU fusion)
+    _ref("ConvBnReLU-static_x86", _cq("ConvBnReLUModel"), _static_x86),
+    _ref("ResNetBase-static_x86", _cq("ResNetBase", _img(3, 4)), _static_x86),
+    _ref("TwoLayerLinear-static_onednn", _cq("TwoLayerLinearModel"), _static_onednn),
+    _ref(
+        "LinearBnLeakyRelu-static_onednn",
+        _cq("LinearBnLeakyReluModel"),
+        _static_onednn,
+        backend_config=_onednn_backend_config,
+        runnable=False,
+        note="quantized::linear_leaky_relu exists only in the onednn engine",
+    ),
     # per-channel vs per-tensor weights (TwoLayerLinear-static_fbgemm is per-channel too)
     _ref("ConvModel-static_per_channel", _cq("ConvModel"), _static_per_channel),
     _ref("ConvModel-static_per_tensor", _cq("ConvModel"), _static_per_tensor),
