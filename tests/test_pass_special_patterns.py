@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -33,10 +34,15 @@ from fqlower.passes.common import from_reference
 from fqlower.passes.dead_code import ELIMINATE_DEAD_CODE
 from fqlower.passes.special_patterns import LOWER_SPECIAL_PATTERNS
 from fqlower.passes.static_modules import LOWER_STATIC_MODULES
+from fqlower.passes.tensor_metadata import LOWER_TENSOR_METADATA
 from fqlower.reference import ReferenceModel, reference_model, torch_lowering
 
 PASS = "lower-special-patterns"
 PIPELINE = fqlower.Pipeline("t", (LOWER_STATIC_MODULES, LOWER_SPECIAL_PATTERNS, ELIMINATE_DEAD_CODE))
+# torch runs its tensor-metadata rewrite (size/shape of a dequantize) right before the special patterns
+WITH_METADATA = fqlower.Pipeline(
+    "t", (LOWER_STATIC_MODULES, LOWER_TENSOR_METADATA, LOWER_SPECIAL_PATTERNS, ELIMINATE_DEAD_CODE)
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -198,7 +204,7 @@ def test_quantized_op_turns_the_quantize_into_the_op_with_output_qparams():
             PASS,
             "quantized-op",
             "q",
-            fd(quantize="q", reference="hardswish", dequantize="dq", zero_point="zp", scale="scale"),
+            fd(quantize="q", reference="hardswish", dequantize="dq", scale="scale", zero_point="zp"),
             (
                 SetTarget("q", "call_function", torch.ops.quantized.hardswish),
                 SetArgs("q", (Ref("q_in"),), qop_kwargs),
@@ -309,6 +315,17 @@ def test_a_dequantize_with_other_users_stays_for_them():
     assert_equals_torch(gm, X)
 
 
+def test_a_module_also_called_by_dead_code_is_swapped_as_torch_does():
+    b = Builder()
+    x = b.placeholder("x")
+    dq = b.dequantize("dq", b.quantize("q_in", x, "scale_in", "zp_in"))
+    act = b.module("act", "act", nn.Hardswish(), dq)
+    b.node("act_unused", "call_module", "act", dq)
+    gm = b.output(b.dequantize("dq_out", b.quantize("q", act)))
+    assert [entry.rule for entry in run_pass(gm).entries] == ["swap-module"]
+    assert_equals_torch(gm, X)
+
+
 # --- differential: reference models against torch ------------------------------------------
 
 
@@ -366,6 +383,14 @@ class Shape(nn.Module):
         return torch.cat([torch.stack([x, x], 0), x.unsqueeze(0)], 0)
 
 
+class SizedShape(nn.Module):
+    """size() and .shape reads (lowered by the tensor-metadata pass that runs before this one)."""
+
+    def forward(self, x):
+        y = torch.sigmoid(x)
+        return y.reshape(y.size(0), y.shape[1], -1).unsqueeze(1)
+
+
 class SharedRightly(nn.Module):
     """Shared Softmax (fixed output qparams, equal at every call) and Dropout (no qparams)."""
 
@@ -402,7 +427,9 @@ def legacy_backend():
     return get_test_only_legacy_native_backend_config()
 
 
+@functools.cache
 def build(model, shape, recipe=fbgemm, backend=None, seed=0):
+    """A reference model (cached: neither lowering changes it)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         inputs = (torch.randn(*shape),)
@@ -415,6 +442,7 @@ DIFFERENTIAL = {
     "default-modules": lambda: build(DefaultModules, (2, 4, 6, 6)),
     "copy": lambda: build(Copy, (2, 4, 16, 16)),
     "shape": lambda: build(Shape, (2, 4, 8)),
+    "shape-with-size": lambda: build(SizedShape, (2, 4, 8)),
     "shared-softmax-dropout": lambda: build(SharedRightly, (4, 8)),
     "to-float16": lambda: build(HalfPrecision, (8, 4), static_fp16, legacy_backend),
 }
@@ -424,7 +452,7 @@ DIFFERENTIAL = {
 def test_lowering_equals_torch(make):
     ref = make()
     expected = torch_lowering(ref)
-    result = fqlower.lower(ref.module, ref.qconfig_map, ref.node_name_to_scope, pipeline=PIPELINE)
+    result = fqlower.lower(ref.module, ref.qconfig_map, ref.node_name_to_scope, pipeline=WITH_METADATA)
     assert result.log.skips == ()
     assert any(change.pass_name == PASS for change in result.log.changes)
     fresh = (torch.randn(ref.example_inputs[0].shape, generator=torch.Generator().manual_seed(7)),)
@@ -484,8 +512,10 @@ def test_a_module_shared_by_calls_with_different_output_qparams():
     first, last = float(ref.module.act_scale_0), float(ref.module.act_scale_1)
     assert first != last
     lowered_by_torch = torch_lowering(ref)
-    calls = [node for node in lowered_by_torch.graph.nodes if node.op == "call_module"]
-    assert [node.target for node in calls] == ["act", "act"] and lowered_by_torch.act.scale == last  # first call mis-scaled
+    scales = []
+    lowered_by_torch.act.register_forward_hook(lambda module, args, out: scales.append(out.q_scale()))
+    lowered_by_torch(*ref.example_inputs)
+    assert scales == [last, last]  # the first call's output should have had scale `first`
     result = fqlower.lower(ref.module, ref.qconfig_map, ref.node_name_to_scope, pipeline=PIPELINE)
     skips = result.log.skips
     assert [skip.rule for skip in skips] == ["swap-module", "swap-module"]
@@ -550,7 +580,7 @@ def graph_quantizing_a_list():
     return b.output(b.dequantize("dq_out", b.call("first", operator.getitem, q, 0)))
 
 
-def graph_with_constant_in_cat():
+def graph_with_none_in_cat():
     b = Builder()
     x = b.placeholder("x")
     dq = b.dequantize("dq", b.quantize("q_in", x, "scale_in", "zp_in"))
@@ -589,19 +619,52 @@ class Regression:
 QPARAM_INPUTS = (*X, torch.tensor(0.05), torch.tensor(64))
 
 REGRESSIONS = {
-    "op-with-another-user": Regression(graph_with_other_ref_user, wrong_type_of_second_output, "reroute", "is also used by %output"),
-    "second-dequantized-input": Regression(graph_with_second_dequantized_input, ("running", RuntimeError), "reroute", "also reads the dequantized %dq_lo"),
-    "scale-shared-by-two-quantizes": Regression(graph_with_scale_shared_by_two_quantizes, ("lowering", RuntimeError), "reroute", "%scale, a parameter of %q, is also used by %q_other"),
-    "qparams-are-graph-inputs": Regression(graph_with_qparam_inputs, ("running", TypeError), "reroute", "is a graph input", QPARAM_INPUTS),
-    "zero-point-before-the-input": Regression(graph_with_zero_point_first, ("lowering", RuntimeError), "quantized-op", "comes after the zero point %zp"),
-    "quantize-input-by-keyword": Regression(graph_with_keyword_input, ("lowering", IndexError), "reroute", "gets its input by keyword"),
+    "op-with-another-user": Regression(
+        graph_with_other_ref_user, wrong_type_of_second_output, "reroute", "is also used by %output"
+    ),
+    "second-dequantized-input": Regression(
+        graph_with_second_dequantized_input, ("running", RuntimeError), "reroute", "also reads the dequantized %dq_lo"
+    ),
+    "scale-shared-by-two-quantizes": Regression(
+        graph_with_scale_shared_by_two_quantizes,
+        ("lowering", RuntimeError),
+        "reroute",
+        "%scale, a parameter of %q, is also used by %q_other",
+    ),
+    "qparams-are-graph-inputs": Regression(
+        graph_with_qparam_inputs, ("running", TypeError), "reroute", "is a graph input", QPARAM_INPUTS
+    ),
+    "zero-point-before-the-input": Regression(
+        graph_with_zero_point_first, ("lowering", RuntimeError), "quantized-op", "comes after the zero point %zp"
+    ),
+    "quantize-input-by-keyword": Regression(
+        graph_with_keyword_input, ("lowering", IndexError), "reroute", "gets its input by keyword"
+    ),
     "quantize-of-a-list": Regression(graph_quantizing_a_list, ("lowering", AssertionError), "reroute", "not a node"),
-    "none-in-cat": Regression(graph_with_constant_in_cat, ("lowering", AttributeError), "reroute", "not a node", runs=False),
-    "nested-scale-attribute": Regression(graph_with_nested_scale, ("lowering", AttributeError), "swap-module", "not an attribute of the model itself"),
-    "leaky-relu-defaults": Regression(lambda: graph_calling(F.leaky_relu), ("running", RuntimeError), "quantized-op", "without 'negative_slope'"),
-    "elu-positional-alpha": Regression(lambda: graph_calling(F.elu, 0.5), ("running", RuntimeError), "quantized-op", "'alpha' as its 'output_scale'"),
-    "instance-norm-positional": Regression(lambda: graph_calling(F.instance_norm, None, None), ("running", RuntimeError), "quantized-op", "'running_mean' as its 'weight'"),
-    "elu-input-by-keyword": Regression(lambda: around(lambda b, dq: b.call("op", F.elu, input=dq)), ("running", RuntimeError), "quantized-op", "argument 'input' it does not have"),
+    "none-in-cat": Regression(
+        graph_with_none_in_cat, ("lowering", AttributeError), "reroute", "not a node", runs=False
+    ),
+    "nested-scale-attribute": Regression(
+        graph_with_nested_scale, ("lowering", AttributeError), "swap-module", "not an attribute of the model itself"
+    ),
+    "leaky-relu-defaults": Regression(
+        lambda: graph_calling(F.leaky_relu), ("running", RuntimeError), "quantized-op", "without 'negative_slope'"
+    ),
+    "elu-positional-alpha": Regression(
+        lambda: graph_calling(F.elu, 0.5), ("running", RuntimeError), "quantized-op", "'alpha' as its 'output_scale'"
+    ),
+    "instance-norm-positional": Regression(
+        lambda: graph_calling(F.instance_norm, None, None),
+        ("running", RuntimeError),
+        "quantized-op",
+        "'running_mean' as its 'weight'",
+    ),
+    "elu-input-by-keyword": Regression(
+        lambda: around(lambda b, dq: b.call("op", F.elu, input=dq)),
+        ("running", RuntimeError),
+        "quantized-op",
+        "argument 'input' it does not have",
+    ),
 }
 
 
@@ -622,9 +685,12 @@ def test_torch_fails_and_fqlower_leaves_the_node(case):
 
 def test_a_right_call_is_not_missed():
     """The checks behind the regressions let torch's traced (keyword) calls through."""
-    for fn, kwargs in ((F.leaky_relu, {"negative_slope": 0.2, "inplace": False}), (F.elu, {"alpha": 0.5, "inplace": False}),
-                       (F.instance_norm, {"running_mean": None, "running_var": None, "weight": None, "bias": None,
-                                          "use_input_stats": True, "momentum": 0.1, "eps": 1e-5})):
+    instance_norm = dict(running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True)
+    for fn, kwargs in (
+        (F.leaky_relu, dict(negative_slope=0.2, inplace=False)),
+        (F.elu, dict(alpha=0.5, inplace=False)),
+        (F.instance_norm, dict(instance_norm, momentum=0.1, eps=1e-5)),
+    ):
         gm = graph_calling(fn, **kwargs)
         assert [entry.rule for entry in run_pass(gm).entries] == ["quantized-op"]
         assert_equals_torch(gm, X)

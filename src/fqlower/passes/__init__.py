@@ -5,6 +5,7 @@ from fqlower.passes.dead_code import ELIMINATE_DEAD_CODE
 from fqlower.passes.dynamic_functionals import LOWER_DYNAMIC_FUNCTIONALS
 from fqlower.passes.dynamic_modules import LOWER_DYNAMIC_MODULES
 from fqlower.passes.fold_weights import FOLD_WEIGHTS
+from fqlower.passes.special_patterns import LOWER_SPECIAL_PATTERNS
 from fqlower.passes.static_functionals import LOWER_STATIC_FUNCTIONALS
 from fqlower.passes.static_modules import LOWER_STATIC_MODULES
 from fqlower.passes.tensor_metadata import LOWER_TENSOR_METADATA
@@ -26,6 +27,7 @@ def default_pipeline() -> Pipeline:
             LOWER_DYNAMIC_FUNCTIONALS,
             LOWER_BINARY_OPS,
             LOWER_TENSOR_METADATA,
+            LOWER_SPECIAL_PATTERNS,
             ELIMINATE_DEAD_CODE,
             FOLD_WEIGHTS,
             ELIMINATE_DEAD_CODE,
@@ -41,6 +43,7 @@ __all__ = [
     "LOWER_DYNAMIC_FUNCTIONALS",
     "LOWER_STATIC_FUNCTIONALS",
     "LOWER_DYNAMIC_MODULES",
+    "LOWER_SPECIAL_PATTERNS",
     "LOWER_STATIC_MODULES",
     "LOWER_TWO_INPUT_MODULES",
     "LOWER_WEIGHT_ONLY_MODULES",

@@ -110,6 +110,8 @@ def _shared_module_problem(start: PassStart, path: str, sites: list[str]) -> str
     qparams = []
     for site in sites:
         users = program.users(site)
+        if not users:  # dead: removed by dead-code elimination, here as in torch
+            continue
         outcome = classify(start, program, program.node(users[0]), check_shared=False) if len(users) == 1 else None
         if outcome is None or outcome[0] != SWAP_MODULE or not isinstance(outcome[1], Match):
             return (
@@ -118,7 +120,7 @@ def _shared_module_problem(start: PassStart, path: str, sites: list[str]) -> str
             )
         roles = outcome[1].bindings
         qparams.append(tuple(program.constants[program.node(roles[role]).target] for role in ("scale", "zero_point")))
-    if not all(_same_value(a, b) for other in qparams[1:] for a, b in zip(qparams[0], other)):
+    if not all(_same_value(a, b) for other in qparams[1:] for a, b in zip(qparams[0], other)):  # [] or [one]: fine
         return (
             f"module {path!r} is called by {calls} with different output scales or zero points; "
             "torch would give every call those of the last"
@@ -187,7 +189,9 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
     if not anchor.args:
         return REROUTE, Miss(f"%{anchor.name} gets its input by keyword: torch reads args[0] and fails")
     if not isinstance(anchor.args[0], Ref):
-        return REROUTE, Miss(f"%{anchor.name} quantizes {anchor.args[0]!r}, not a node: torch would fail reading its op")
+        return REROUTE, Miss(
+            f"%{anchor.name} quantizes {anchor.args[0]!r}, not a node: torch would fail reading its op"
+        )
     ref = program.node(anchor.args[0].name)
     if not is_quantize and _in_families(start, ref, (FIXED_QPARAMS, DEFAULT)):
         return None
@@ -211,13 +215,15 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
 
     # torch rewrites here (or fails while doing so)
     if is_quantize and (ref.op, ref.target) in NO_QUANTIZED_KERNEL:
-        return rule, Miss(f"%{ref.name} ({ref.target if ref.op == 'call_method' else ref.target.__name__}) has no quantized kernel: torch's lowered model would fail running it")
+        what = ref.target if ref.op == "call_method" else ref.target.__name__
+        return rule, Miss(f"%{ref.name} ({what}) has no quantized kernel: torch's lowered model would fail running it")
     others = [user for user in program.users(ref.name) if user != anchor.name]
-    if False:
+    if others:
         listed = ", ".join(f"%{user}" for user in others)
         return rule, Miss(f"%{ref.name} is also used by {listed}, which torch would hand its quantized output")
     bypassed = {node.name for node in dequantize}
-    left = [r.name for r in refs_in((ref.args, ref.kwargs)) if r.name not in bypassed and _is_dequantize(program, r.name)]
+    inputs = refs_in((ref.args, ref.kwargs))
+    left = [r.name for r in inputs if r.name not in bypassed and _is_dequantize(program, r.name)]
     if left:
         return rule, Miss(
             f"%{ref.name} also reads the dequantized %{left[0]}, which torch would leave in place "
@@ -274,7 +280,10 @@ def _swap_qparams(program: Program, anchor: Node) -> tuple[Node, Node] | Miss:
         if node is None or node.op != "get_attr":
             return Miss(f"the {role} of %{anchor.name} is not read from a constant: torch would fail reading it")
         if "." in node.target:
-            return Miss(f"the {role} of %{anchor.name} is {node.target!r}, not an attribute of the model itself: torch would fail reading it")
+            return Miss(
+                f"the {role} of %{anchor.name} is {node.target!r}, not an attribute of the model itself: "
+                "torch would fail reading it"
+            )
         found.append(node)
     return found[0], found[1]
 
@@ -285,7 +294,9 @@ def _erasable(program: Program, anchor: Node, params: list[Ref]) -> tuple[str, .
     for name in names:
         others = [user for user in program.users(name) if user != anchor.name]
         if others:
-            return Miss(f"%{name}, a parameter of %{anchor.name}, is also used by %{others[0]}: torch would fail erasing it")
+            return Miss(
+                f"%{name}, a parameter of %{anchor.name}, is also used by %{others[0]}: torch would fail erasing it"
+            )
         if program.node(name).op == "placeholder":
             return Miss(f"%{name}, a parameter of %{anchor.name}, is a graph input: torch would delete it")
     return names
@@ -298,7 +309,9 @@ def _match_quantized_op(
         return Miss(f"%{anchor.name} passes its scale or zero point by keyword: torch reads args[1:3] and fails")
     scale, zero_point = anchor.args[1], anchor.args[2]
     if not isinstance(zero_point, Ref):
-        return Miss(f"the zero point of %{anchor.name} is {zero_point!r}, not a node: torch would fail inserting after it")
+        return Miss(
+            f"the zero point of %{anchor.name} is {zero_point!r}, not a node: torch would fail inserting after it"
+        )
     qop = DEFAULT_FLOAT_TO_QUANTIZED_OPERATOR_MAPPINGS[ref.target]
     for key in QOP_KWARGS_TO_DROP.get(qop, ()):
         kwargs = kwargs.remove(key)
@@ -309,12 +322,15 @@ def _match_quantized_op(
     limit = program.position(zero_point.name)
     late = [r.name for r in refs_in((args, kwargs)) if program.position(r.name) > limit]
     if late:
-        return Miss(f"%{late[0]} comes after the zero point %{zero_point.name}, after which torch inserts the quantized op: its graph fails lint")
-    roles.update(zero_point=zero_point.name)
+        return Miss(
+            f"%{late[0]} comes after the zero point %{zero_point.name}, after which torch inserts "
+            "the quantized op: its graph fails lint"
+        )
     if isinstance(scale, Ref):
         roles.update(scale=scale.name)
-    order = program.graph.order
-    in_place = order.index(anchor.name) == order.index(zero_point.name) + 1
+    roles.update(zero_point=zero_point.name)
+    anchor_at = program.position(anchor.name)
+    in_place = not any(limit < at < anchor_at for at in program.graph.positions.values())
     facts = {"qop": qop, "args": args, "kwargs": kwargs, "in_place": in_place}
     return Match(anchor.name, FrozenDict(roles), FrozenDict(facts))
 
@@ -342,7 +358,8 @@ def call_problem(qop: Any, function: Callable, args: tuple, kwargs: FrozenDict) 
             return f"{name} with an argument {key!r} it does not have"
         if key in given:
             return f"{name} with {key!r} both by position and by keyword"
-    missing = [arg.name for arg in schema.arguments if arg.name not in given and arg.name not in kwargs and not arg.has_default_value()]
+    supplied = given | set(kwargs)
+    missing = [arg.name for arg in schema.arguments if arg.name not in supplied and not arg.has_default_value()]
     if missing:
         return f"{name} without {missing[0]!r}"
     return None
