@@ -24,6 +24,7 @@ from fqlower.reference import reference_model, torch_lowering
 
 RECIPES = {
     "fbgemm": lambda: get_default_qconfig_mapping("fbgemm"),  # per-channel weights
+    "x86": lambda: get_default_qconfig_mapping("x86"),
     "qnnpack": lambda: get_default_qconfig_mapping("qnnpack"),
     "per_tensor": lambda: QConfigMapping().set_global(default_qconfig),
     "dynamic_int8": lambda: QConfigMapping().set_global(default_dynamic_qconfig),

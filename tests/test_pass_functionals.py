@@ -235,3 +235,71 @@ def test_keep_original_weights_gives_torchs_lookup(model, x):
         assert len(ours[key]) == len(expected[key])
         assert all(values_equal(a, b) for a, b in zip(ours[key], expected[key])), key
     assert not hasattr(lowered(reference).module, "original_weights_lookup")
+
+
+def dynamic_conv_graph():
+    """x -> quantize_per_tensor_dynamic -> dequantize ─┐
+    w -> quantize_per_channel -> dequantize ───────────┴─> F.conv2d(·, ·, b, ...)
+    (prepare_fx never makes this; torch 2.13's lowering skips it: it looks for a
+    dynamic conv+relu op even when there is no relu)."""
+    torch.manual_seed(0)
+    root = nn.Module()
+    weight = torch.randn(4, 3, 3, 3)
+    root.weight, root.bias = weight, torch.randn(4)
+    root.scales = weight.abs().amax(dim=(1, 2, 3)) / 127
+    root.zero_points = torch.zeros(4, dtype=torch.int64)
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    dq_x = graph.call_method("dequantize", (graph.call_function(torch.quantize_per_tensor_dynamic, (x, torch.quint8, True)),))
+    q_w = graph.call_function(
+        torch.quantize_per_channel,
+        (graph.get_attr("weight"), graph.get_attr("scales"), graph.get_attr("zero_points"), 0, torch.qint8),
+    )
+    conv = graph.call_function(F.conv2d, (dq_x, graph.call_method("dequantize", (q_w,)), graph.get_attr("bias"), (1, 1), (0, 0), (1, 1), 1))
+    graph.output(conv)
+    return torch.fx.GraphModule(root, graph)
+
+
+def test_dynamic_functional_conv_stays_float_because_the_kernel_clamps():
+    gm = dynamic_conv_graph()
+    x = torch.randn(2, 3, 8, 8)
+    expected = gm(x)
+    # the kernel itself: conv2d_dynamic clamps outputs to the input's range
+    q_weight = torch.quantize_per_channel(gm.weight, gm.scales, gm.zero_points, 0, torch.qint8)
+    packed = torch.ops.quantized.conv2d_prepack(q_weight, gm.bias, [1, 1], [0, 0], [1, 1], 1)
+    assert (torch.ops.quantized.conv2d_dynamic(x, packed, True) - expected).abs().max() > 0.3 * expected.abs().max()
+    result = fqlower.lower(gm, {}, {"conv2d": ("", F.conv2d)})
+    (skip,) = [s for s in result.log.skips if s.pass_name == "lower-dynamic-functionals"]
+    assert "clamps its output" in skip.reason
+    assert values_equal(result.module(x), expected)
+
+
+def test_dynamic_functional_conv_with_relu_is_a_recorded_skip_without_stdout(capsys):
+    gm = dynamic_conv_graph()
+    conv = next(n for n in gm.graph.nodes if n.target is F.conv2d)
+    with gm.graph.inserting_after(conv):
+        relu = gm.graph.call_function(F.relu, (conv,))
+    conv.replace_all_uses_with(relu, delete_user_cb=lambda user: user is not relu)
+    gm.recompile()
+    result = fqlower.lower(gm, {}, {})
+    (skip,) = [s for s in result.log.skips if s.pass_name == "lower-dynamic-functionals"]
+    assert "clamps its output" in skip.reason
+    assert capsys.readouterr().out == ""
+    x = torch.randn(2, 3, 8, 8)
+    assert values_equal(result.module(x), gm(x))
+
+
+def test_regression_dtype_pair_without_kernel_is_a_skip_not_stdout(capsys):
+    from torch.ao.quantization.fx._lower_to_native_backend import _lower_to_native_backend
+
+    reference = reference_model(FunctionalLinear(), (LINEAR_X,), QConfigMapping().set_global(default_dynamic_qconfig))
+    gm = copy.deepcopy(reference.module)
+    dynamic = next(n for n in gm.graph.nodes if n.target is torch.quantize_per_tensor_dynamic)
+    dynamic.args = (dynamic.args[0], torch.qint8, dynamic.args[2])
+    gm.recompile()
+    _lower_to_native_backend(copy.deepcopy(gm), dict(reference.qconfig_map), dict(reference.node_name_to_scope))
+    assert "Didn't find dtype combination" in capsys.readouterr().out  # torch prints
+    result = fqlower.lower(gm, reference.qconfig_map, reference.node_name_to_scope)
+    assert capsys.readouterr().out == ""
+    (skip,) = [s for s in result.log.skips if s.pass_name == "lower-dynamic-functionals"]
+    assert skip.reason == "no dynamic linear for activation torch.qint8 and weight torch.qint8"

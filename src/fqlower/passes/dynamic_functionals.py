@@ -7,9 +7,11 @@
     x ──────────────────┴─▶ quantized.linear_dynamic|linear_relu_dynamic|convNd_dynamic(·, ·, reduce_range)
                             (linear_dynamic_fp16 / linear_relu_dynamic_fp16 for fp16: no reduce_range)
 
-A dtype pair or relu fusion with no native op is a recorded skip. torch 2.13 skips
-dynamic conv altogether (it looks for a conv+relu op even without a relu); fqlower
-lowers it to convNd_dynamic.
+A dtype pair or relu fusion with no native op is a recorded skip. Dynamic conv is
+a recorded skip too: torch 2.13 never lowers it (it looks for a conv+relu op even
+without a relu), and rightly so, since its convNd_dynamic kernels clamp the output
+to the input's quantization range (measured: outputs in [-15.5, 19.1] came back in
+[-3.1, 10.0]).
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from fqlower.passes.common import bindings, fresh_name, is_dequantize, module_of
 from fqlower.passes.prepack import bind, prepack_call
 from fqlower.patterns import DYNAMIC_FUNCTIONALS
 from fqlower.pipeline import Match, Miss, rule_pass
+
+
+UNRELIABLE_KERNELS = {
+    conv: f"quantized::{conv.__name__}_dynamic clamps its output to the input's range in torch 2.13; left in float"
+    for conv in (F.conv1d, F.conv2d, F.conv3d)
+}
 
 
 def fused_relu(program: Program, function: Node) -> Node | None:
@@ -51,6 +59,8 @@ def match(program: Program, function: Node) -> Match | Miss | None:
         return None
     if qconfig_is_none(program, function.name):
         return Miss(f"qconfig of {function.name!r} is None")
+    if function.target in UNRELIABLE_KERNELS:
+        return Miss(UNRELIABLE_KERNELS[function.target])
     if len(dynamic.args) != 3 or dynamic.kwargs:
         return Miss(f"{dynamic.name!r} does not pass (input, dtype, reduce_range) by position")
     activation_dtype = dynamic.args[1]
