@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import torch
 import torch.fx
-from pyrsistent import PMap, PSet, pmap, pset
+from pyrsistent import PMap, pmap, pset
 
 from fqlower.errors import UnsupportedInput
 

@@ -38,11 +38,9 @@ from typing import Any
 from fqlower.edits import Edit, RemoveNode, SetArgs, SetTarget
 from fqlower.ir import FrozenDict, Node, Program, Ref, format_arg, refs_in
 from fqlower.passes.common import (
+    quantized_op_behind,
     bindings,
     is_dequantize,
-    is_quantize_per_tensor,
-    is_relu,
-    node_of,
     qconfig_is_none,
     reroute_dequantized,
 )
@@ -83,12 +81,7 @@ def _check_inputs(program: Program, binop: Node) -> dict[str, str] | Miss:
 
 
 def match(program: Program, quantize: Node) -> Match | Miss | None:
-    if not is_quantize_per_tensor(quantize):
-        return None
-    binop = node_of(program, quantize.arg(0, "input"))
-    relu = None
-    if binop is not None and is_relu(program, binop):
-        relu, binop = binop, node_of(program, binop.arg(0, "input"))
+    binop, relu = quantized_op_behind(program, quantize)
     if binop is None or not is_binary_op(binop):
         return None
 

@@ -46,6 +46,17 @@ def is_relu(program: Program, node: Node) -> bool:
     return node.op == "call_module" and type(module_of(program, node)) is nn.ReLU
 
 
+def quantized_op_behind(program: Program, quantize: Node) -> tuple[Node | None, Node | None]:
+    """For `quantize_per_tensor(op(...))` or `quantize_per_tensor(relu(op(...)))`:
+    (op, relu or None); (None, None) when `quantize` is no quantize_per_tensor."""
+    if not is_quantize_per_tensor(quantize):
+        return None, None
+    op = node_of(program, quantize.arg(0, "input"))
+    if op is not None and is_relu(program, op):
+        return node_of(program, op.arg(0, "input")), op
+    return op, None
+
+
 def source_of_module(program: Program, path: str) -> Original | Build:
     """How a spec refers to the module now at `path`: the input's object, or the spec
     an earlier pass put there."""

@@ -21,12 +21,11 @@ import torch
 from fqlower.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetTarget
 from fqlower.ir import FrozenDict, Node, Program, Ref
 from fqlower.passes.common import (
+    quantized_op_behind,
     bindings,
     constant_qparams,
     fresh_name,
     is_dequantize,
-    is_quantize_per_tensor,
-    is_relu,
     node_of,
     produced_from_constants,
     qconfig_is_none,
@@ -40,12 +39,7 @@ WEIGHT_QUANTIZERS = (torch.quantize_per_tensor, torch.quantize_per_channel)
 
 
 def match(program: Program, quantize: Node) -> Match | Miss | None:
-    if not is_quantize_per_tensor(quantize):
-        return None
-    function = node_of(program, quantize.arg(0, "input"))
-    relu = None
-    if function is not None and is_relu(program, function):
-        relu, function = function, node_of(program, function.args[0] if function.args else None)
+    function, relu = quantized_op_behind(program, quantize)
     if function is None or function.op != "call_function" or function.target not in STATIC_FUNCTIONALS:
         return None
     if qconfig_is_none(program, function.name):

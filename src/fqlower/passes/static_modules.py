@@ -23,14 +23,12 @@ import torch
 from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
 from fqlower.ir import Node, Program
 from fqlower.passes.common import (
+    quantized_op_behind,
     bindings,
     constant_qparams,
     from_reference,
     is_dequantize,
-    is_quantize_per_tensor,
-    is_relu,
     module_of,
-    node_of,
     qconfig_is_none,
     removable,
     reroute_dequantized,
@@ -65,12 +63,7 @@ def relu_is_implied(program: Program, quantize: Node, zero_point: Node) -> bool:
 
 
 def match(program: Program, quantize: Node) -> Match | Miss | None:
-    if not is_quantize_per_tensor(quantize):
-        return None
-    reference = node_of(program, quantize.arg(0, "input"))
-    relu = None
-    if reference is not None and is_relu(program, reference):
-        relu, reference = reference, node_of(program, reference.args[0] if reference.args else None)
+    reference, relu = quantized_op_behind(program, quantize)
     if reference is None or reference.op != "call_module":
         return None
     quantized = quantized_class(module_of(program, reference))
