@@ -8,7 +8,7 @@ backend as a pure-functional rewrite of an immutable IR.
 
 __version__ = "0.1.0"
 
-from fqlower.api import Lowering, lower, lower_to_native_backend
+from fqlower.api import Lowering, lower, lower_to_native_backend, replay
 from fqlower.changelog import Change, ChangeLog, Skip, apply_log
 from fqlower.edits import (
     AddNode,
@@ -18,6 +18,7 @@ from fqlower.edits import (
     ReplaceUses,
     SetArgs,
     SetConstant,
+    SetMeta,
     SetModule,
     SetTarget,
     apply,
@@ -64,6 +65,7 @@ __all__ = [
     "default_pipeline",
     "lower",
     "lower_to_native_backend",
+    "replay",
     "AddNode",
     "Build",
     "Change",
@@ -93,6 +95,7 @@ __all__ = [
     "RulePass",
     "SetArgs",
     "SetConstant",
+    "SetMeta",
     "SetModule",
     "SetTarget",
     "Skip",

@@ -1,7 +1,8 @@
-"""The entry points: `lower`, and `lower_to_native_backend`, a drop-in for torch's."""
+"""The entry points: `lower`, `replay`, and `lower_to_native_backend`, a drop-in for torch's."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,7 +10,7 @@ import attrs
 import torch
 import torch.fx
 
-from fqlower.changelog import ChangeLog
+from fqlower.changelog import PROVENANCE, ChangeLog, apply_log
 from fqlower.emit import to_fx
 from fqlower.ir import Program, from_fx
 from fqlower.original_weights import ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup
@@ -42,11 +43,36 @@ def lower(
     program = from_fx(model, qconfig_map, node_name_to_scope)
     timing = Timing()
     result, log = pipeline.run_logged(program, (timing,))
-    module = to_fx(result.program)
+    return Lowering(_emit(result.program, log, keep_original_weights), result.program, log, tuple(timing.seconds))
+
+
+def replay(
+    model: torch.fx.GraphModule,
+    log: ChangeLog | str,
+    qconfig_map: Mapping[str, Any] | None = None,
+    node_name_to_scope: Mapping[str, tuple[str, type]] | None = None,
+    *,
+    keep_original_weights: bool = False,
+) -> Lowering:
+    """Re-derive a lowering from its change log, without matching. Refuses (ReplayMismatch)
+    a log of another model, or one whose changes, hashes or fingerprints do not fit."""
+    if isinstance(log, str):
+        log = ChangeLog.loads(log)
+    started = time.perf_counter()
+    program = apply_log(from_fx(model, qconfig_map, node_name_to_scope), log)
+    module = _emit(program, log, keep_original_weights)
+    return Lowering(module, program, log, (("replay", time.perf_counter() - started),))
+
+
+def _emit(program: Program, log: ChangeLog, keep_original_weights: bool) -> torch.fx.GraphModule:
+    module = to_fx(program)
+    for node in module.graph.nodes:
+        # nodes no change touched came from the reference node of the same name
+        node.meta.setdefault(PROVENANCE, {"pass": None, "rule": None, "anchor": None, "from": (node.name,)})
     if keep_original_weights:
         packed = [change.edits[0].attr for change in log.changes if change.pass_name == "fold-weights"]
-        setattr(module, ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup(result.program, packed))
-    return Lowering(module, result.program, log, tuple(timing.seconds))
+        setattr(module, ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup(program, packed))
+    return module
 
 
 def lower_to_native_backend(

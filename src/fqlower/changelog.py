@@ -12,6 +12,7 @@ byte-identical logs in any process. Values are written with type tags
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import math
@@ -29,12 +30,13 @@ from fqlower.edits import (
     ReplaceUses,
     SetArgs,
     SetConstant,
+    SetMeta,
     SetModule,
     SetTarget,
     apply,
 )
 from fqlower.errors import ChangeLogError, FqlowerError, ReplayMismatch
-from fqlower.fingerprint import digest_cache, fingerprint
+from fqlower.fingerprint import describe, digest_cache, fingerprint, node_description
 from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, Ref
 from fqlower.names import qualified_name, resolve
 
@@ -51,6 +53,10 @@ class Change:
     anchor: str
     bindings: FrozenDict  # role -> node name, e.g. {"dequantize": "dq_1", "quantize": "q_2"}
     edits: tuple[Edit, ...]
+    # structural hashes of the subgraph the rule matched (before) and produced (after);
+    # replay checks both. Not part of equality: they follow from the rest and the program.
+    matched: str = attrs.field(default="", eq=False)
+    produced: str = attrs.field(default="", eq=False)
 
 
 @attrs.frozen
@@ -276,6 +282,7 @@ _EDIT_KINDS: dict[str, type] = {
     "set_args": SetArgs,
     "set_target": SetTarget,
     "replace_uses": ReplaceUses,
+    "set_meta": SetMeta,
     "set_module": SetModule,
     "set_constant": SetConstant,
 }
@@ -310,6 +317,8 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
             "anchor": entry.anchor,
             "bindings": dict(entry.bindings),
             "edits": [_edit_json(edit) for edit in entry.edits],
+            "matched": entry.matched,
+            "produced": entry.produced,
         }
     return {"kind": "skip", "step": entry.step, "pass": entry.pass_name, "rule": entry.rule, "node": entry.node, "reason": entry.reason}
 
@@ -324,6 +333,8 @@ def _entry_from(data: dict[str, Any], line: int) -> Entry:
             anchor=data["anchor"],
             bindings=FrozenDict(data["bindings"]),
             edits=tuple(_edit_from(edit) for edit in data["edits"]),
+            matched=data.get("matched", ""),
+            produced=data.get("produced", ""),
         )
     if kind == "skip":
         return Skip(step=data["step"], pass_name=data["pass"], rule=data["rule"], node=data["node"], reason=data["reason"])
@@ -362,6 +373,77 @@ def _dump_json(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+# --- recording a change: hashes and provenance --------------------------------------------------
+
+PROVENANCE = "fqlower_provenance"
+
+
+def _touched(edits: tuple[Edit, ...]) -> list[str]:
+    names: dict[str, None] = {}
+    for edit in edits:
+        if isinstance(edit, AddNode):
+            names[edit.node.name] = None
+        elif isinstance(edit, (SetArgs, SetTarget, MoveNode)):
+            names[edit.name] = None
+    return list(names)
+
+
+def _subgraph_hash(program: Program, names: list[str], tables: list[tuple[str, str]] = ()) -> str:
+    digest = hashlib.sha256()
+    present = sorted((name for name in set(names) if name in program), key=program.position)
+    for name in present:
+        digest.update(repr(node_description(program.node(name), program)).encode())
+    for table, path in tables:
+        value = (program.modules if table == "module" else program.constants).get(path)
+        digest.update(f"{table}:{path}={describe(value, program)!r}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _tables(edits: tuple[Edit, ...]) -> list[tuple[str, str]]:
+    return [("module", e.path) if isinstance(e, SetModule) else ("constant", e.attr) for e in edits if isinstance(e, (SetModule, SetConstant))]
+
+
+def _provenance(before: Program, after: Program, change: Change) -> tuple[SetMeta, ...]:
+    """Meta for every node the change added or altered: which change, and the
+    reference nodes (of the input program) it came from."""
+    sources: set[str] = set()
+    for name in (change.anchor, *change.bindings.values()):
+        if name in before:
+            earlier = before.node(name).meta.get(PROVENANCE)
+            sources.update(earlier["from"] if earlier else (name,))
+    value = FrozenDict(
+        (("pass", change.pass_name), ("rule", change.rule), ("anchor", change.anchor), ("from", tuple(sorted(sources))))
+    )
+    return tuple(SetMeta(name, PROVENANCE, value) for name in _touched(change.edits) if name in after)
+
+
+def record_change(before: Program, change: Change) -> tuple[Program, Change]:
+    """Apply a change's edits (plus its provenance) and fill in its structural hashes."""
+    applied = apply(before, change.edits)
+    after = apply(applied, _provenance(before, applied, change))
+    matched = _subgraph_hash(before, [change.anchor, *change.bindings.values()])
+    produced = _subgraph_hash(after, _touched(change.edits), _tables(change.edits))
+    return after, attrs.evolve(change, matched=matched, produced=produced)
+
+
+def _replay_change(program: Program, change: Change, number: int) -> Program:
+    label = f"change {number} ({change.pass_name}/{change.rule} at {change.anchor!r})"
+    matched = _subgraph_hash(program, [change.anchor, *change.bindings.values()])
+    if change.matched and matched != change.matched:
+        raise ReplayMismatch(
+            f"{label}: the subgraph it matched hashes to {matched}, the log says {change.matched}",
+            node=change.anchor if change.anchor in program else None,
+            program=program,
+        )
+    try:
+        after, replayed = record_change(program, change)
+    except FqlowerError as error:
+        raise ReplayMismatch(f"{label} does not apply: {error.message}", node=change.anchor, program=program) from error
+    if change.produced and replayed.produced != change.produced:
+        raise ReplayMismatch(f"{label}: the subgraph it produced hashes to {replayed.produced}, the log says {change.produced}")
+    return after
+
+
 # --- replay ----------------------------------------------------------------------------------
 
 
@@ -384,16 +466,11 @@ def _apply_log(program: Program, log: ChangeLog) -> Program:
     unknown_steps = set(changes_by_step) - set(range(len(log.header.passes)))
     if unknown_steps:
         raise ReplayMismatch(f"the log has changes for pass steps {sorted(unknown_steps)} that its header does not list")
+    number = 0
     for step, record in enumerate(log.header.passes):
         for change in changes_by_step.get(step, ()):
-            try:
-                program = apply(program, change.edits)
-            except FqlowerError as error:
-                raise ReplayMismatch(
-                    f"change at {change.anchor!r} ({record.name}/{change.rule}) does not apply: {error.message}",
-                    node=change.anchor,
-                    program=program,
-                ) from error
+            number += 1
+            program = _replay_change(program, change, number)
         found = fingerprint(program)
         if found != record.fingerprint:
             raise ReplayMismatch(

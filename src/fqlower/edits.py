@@ -75,6 +75,15 @@ class ReplaceUses:
 
 
 @attrs.frozen
+class SetMeta:
+    """Set one entry of a node's meta (not part of fingerprints)."""
+
+    name: str
+    key: str
+    value: Any
+
+
+@attrs.frozen
 class SetModule:
     """Put a module, or a `Build` spec the emitter materialises, at `path`."""
 
@@ -90,8 +99,8 @@ class SetConstant:
     value: Any
 
 
-Edit = Union[AddNode, MoveNode, RemoveNode, SetArgs, SetTarget, ReplaceUses, SetModule, SetConstant]
-EDIT_TYPES: tuple[type, ...] = (AddNode, MoveNode, RemoveNode, SetArgs, SetTarget, ReplaceUses, SetModule, SetConstant)
+Edit = Union[AddNode, MoveNode, RemoveNode, SetArgs, SetTarget, ReplaceUses, SetMeta, SetModule, SetConstant]
+EDIT_TYPES: tuple[type, ...] = (AddNode, MoveNode, RemoveNode, SetArgs, SetTarget, ReplaceUses, SetMeta, SetModule, SetConstant)
 
 
 class _Draft:
@@ -239,6 +248,10 @@ class _Draft:
         self.users[edit.old] = self.users[edit.old].difference(moved)
         self.users[edit.new] = self.users[edit.new].update(moved)
 
+    def set_meta(self, edit: SetMeta) -> None:
+        node = self.require_node(edit.name, "node")
+        self.nodes[edit.name] = attrs.evolve(node, meta=node.meta.set(edit.key, edit.value))
+
     def set_module(self, edit: SetModule) -> None:
         if not isinstance(edit.module, (torch.nn.Module, Build)):
             raise self.fail(
@@ -277,6 +290,7 @@ _APPLY = {
     SetArgs: _Draft.set_args,
     SetTarget: _Draft.set_target,
     ReplaceUses: _Draft.replace_uses,
+    SetMeta: _Draft.set_meta,
     SetModule: _Draft.set_module,
     SetConstant: _Draft.set_constant,
 }

@@ -19,8 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from fqlower.changelog import Change, ChangeLog, Entry, Header, PassRecord, Skip
-from fqlower.edits import Edit, apply
+from fqlower.changelog import Change, ChangeLog, Entry, Header, PassRecord, Skip, record_change
+from fqlower.edits import Edit
 from fqlower.errors import FqlowerError
 from fqlower.fingerprint import digest_cache, fingerprint
 from fqlower.ir import FrozenDict, Node, Program
@@ -97,10 +97,11 @@ class RulePass:
                     continue
                 try:
                     edits = tuple(rule.rewrite(program, outcome))
-                    program = apply(program, edits)
+                    change = Change(0, self.name, rule.name, outcome.anchor, outcome.bindings, edits)
+                    program, change = record_change(program, change)
                 except FqlowerError as error:
                     raise _with_context(error, f"pass {self.name}, rule {rule.name}", program, name) from error
-                entries.append(Change(0, self.name, rule.name, outcome.anchor, outcome.bindings, edits))
+                entries.append(change)
                 break
         return PassResult(program, tuple(entries))
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import attrs
 from torch._library.utils import is_impure
 
-from fqlower.changelog import Change
-from fqlower.edits import RemoveNode, apply
+from fqlower.changelog import Change, record_change
+from fqlower.edits import RemoveNode
 from fqlower.ir import FrozenDict, Node, Program
 from fqlower.pipeline import PassResult
 
@@ -46,9 +46,11 @@ class DeadCodeElimination:
             dead.append(name)
             for used in node.refs():
                 users[used] -= 1
-        edits = [RemoveNode(name) for name in dead]
-        changes = tuple(Change(0, self.name, "dead-code", name, FrozenDict(), (edit,)) for name, edit in zip(dead, edits))
-        return PassResult(apply(program, edits), changes)
+        changes = []
+        for name in dead:
+            program, change = record_change(program, Change(0, self.name, "dead-code", name, FrozenDict(), (RemoveNode(name),)))
+            changes.append(change)
+        return PassResult(program, tuple(changes))
 
 
 ELIMINATE_DEAD_CODE = DeadCodeElimination()
