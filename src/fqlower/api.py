@@ -12,6 +12,7 @@ import torch.fx
 
 from fqlower.changelog import PROVENANCE, ChangeLog, apply_log
 from fqlower.emit import to_fx
+from fqlower.errors import UnsupportedInput
 from fqlower.ir import Program, from_fx
 from fqlower.original_weights import ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup
 from fqlower.pipeline import Pipeline, Timing
@@ -41,9 +42,30 @@ def lower(
 
     pipeline = pipeline if pipeline is not None else default_pipeline()
     program = from_fx(model, qconfig_map, node_name_to_scope)
+    check_on_cpu(program)
     timing = Timing()
     result, log = pipeline.run_logged(program, (timing,))
     return Lowering(_emit(result.program, log, keep_original_weights), result.program, log, tuple(timing.seconds))
+
+
+def check_on_cpu(program: Program) -> None:
+    """Quantized kernels are CPU kernels: name the first tensor that is elsewhere."""
+    tables = [("module", path, value) for path, value in program.modules.items()]
+    tables += [("attribute", path, value) for path, value in program.constants.items()]
+    for kind, path, value in sorted(tables, key=lambda entry: entry[1]):
+        if isinstance(value, torch.nn.Module):
+            tensors = [*value.named_parameters(), *value.named_buffers()]
+        elif isinstance(value, torch.Tensor):
+            tensors = [("", value)]
+        else:
+            continue
+        for name, tensor in tensors:
+            if tensor.device.type != "cpu":
+                where = f"{path}.{name}" if name else path
+                raise UnsupportedInput(
+                    f"{kind} tensor {where!r} is on {tensor.device}; torch's quantized kernels run on the CPU: "
+                    "move the model there first (model.to('cpu'))"
+                )
 
 
 def replay(

@@ -275,6 +275,25 @@ def import_arg(value: Any) -> Any:
 # --- import --------------------------------------------------------------------------------
 
 
+def _check_maps(qconfig_map: Mapping[str, Any], node_name_to_scope: Mapping[str, Any]) -> None:
+    """Entries must have the shapes torch's lowering reads; entries naming nodes the
+    graph does not have are harmless and kept (torch ignores them too)."""
+    for name, qconfig in qconfig_map.items():
+        if not isinstance(name, str):
+            raise UnsupportedInput(f"qconfig_map key {name!r} is not a node name")
+        if qconfig is not None and not (hasattr(qconfig, "activation") and hasattr(qconfig, "weight")):
+            raise UnsupportedInput(
+                f"qconfig_map[{name!r}] is a {type(qconfig).__name__}, not a QConfig or None", node=name
+            )
+    for name, scope in node_name_to_scope.items():
+        if not isinstance(name, str):
+            raise UnsupportedInput(f"node_name_to_scope key {name!r} is not a node name")
+        if not (isinstance(scope, tuple) and len(scope) == 2 and isinstance(scope[0], str)):
+            raise UnsupportedInput(
+                f"node_name_to_scope[{name!r}] must be a (module path, module type) pair, got {scope!r}", node=name
+            )
+
+
 def _lookup_attr(root: torch.nn.Module, path: str) -> Any:
     value: Any = root
     for attr in path.split("."):
@@ -296,6 +315,7 @@ def from_fx(
     for label, given in (("qconfig_map", qconfig_map), ("node_name_to_scope", node_name_to_scope)):
         if given is not None and not isinstance(given, Mapping):
             raise UnsupportedInput(f"{label} must be a mapping of node names, got {type(given).__name__}")
+    _check_maps(qconfig_map or {}, node_name_to_scope or {})
 
     nodes: dict[str, Node] = {}
     positions: dict[str, Position] = {}

@@ -1,0 +1,57 @@
+"""Bad input gets a precise FqlowerError or a correct lowering, never a crash from
+deep inside, and the caller's model is never changed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import zoo
+
+import fqlower
+from fqlower import UnsupportedInput
+from fqlower.compare import ModelSnapshot
+from fqlower.reference import torch_lowering
+
+CASE = "TwoLayerLinear-static_fbgemm"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return zoo.case_by_id(CASE).build()
+
+
+def test_a_float_model_that_was_never_quantized_lowers_to_itself():
+    case = zoo.case_by_id("float-nested_sequential").build()
+    result = fqlower.lower(case.module)
+    assert result.log.changes == ()
+    assert fqlower.fingerprint(result.program) == fqlower.fingerprint(fqlower.from_fx(case.module))
+
+
+@pytest.mark.parametrize(
+    "qconfig_map, scope, message",
+    [
+        ({"fc1": "fbgemm"}, None, r"qconfig_map\['fc1'\] is a str, not a QConfig or None"),
+        (None, {"fc1": "fc1"}, r"node_name_to_scope\['fc1'\] must be a \(module path, module type\) pair"),
+        (None, {3: ("fc1", torch.nn.Linear)}, "key 3 is not a node name"),
+    ],
+)
+def test_maps_of_the_wrong_shape_are_refused_by_name(reference, qconfig_map, scope, message):
+    with pytest.raises(UnsupportedInput, match=message):
+        fqlower.lower(reference.module, qconfig_map, scope)
+
+
+def test_map_entries_for_nodes_the_graph_lacks_are_harmless(reference):
+    qconfig_map = {**reference.qconfig_map, "no_such_node": None}
+    scope = {**reference.node_name_to_scope, "no_such_node": ("x", torch.nn.Linear)}
+    lowered = fqlower.lower(reference.module, qconfig_map, scope).module
+    assert torch.equal(lowered(*reference.example_inputs), torch_lowering(reference)(*reference.example_inputs))
+
+
+def test_regression_a_model_on_the_meta_device_is_refused_naming_the_tensor(reference):
+    model = copy.deepcopy(reference.module).to("meta")
+    snapshot = ModelSnapshot.of(model)
+    with pytest.raises(UnsupportedInput, match=r"tensor 'fc1\.weight' is on meta; torch's quantized kernels run on the CPU"):
+        fqlower.lower(model, reference.qconfig_map, reference.node_name_to_scope)
+    assert snapshot.differences(model) == []
