@@ -36,7 +36,7 @@ from fqlower.edits import (
     apply,
 )
 from fqlower.errors import ChangeLogError, FqlowerError, ReplayMismatch
-from fqlower.fingerprint import describe, digest_cache, fingerprint, node_description
+from fqlower.fingerprint import describe, digest_cache, fingerprint, node_line
 from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, Ref
 from fqlower.names import qualified_name, resolve
 
@@ -392,7 +392,7 @@ def _subgraph_hash(program: Program, names: list[str], tables: list[tuple[str, s
     digest = hashlib.sha256()
     present = sorted((name for name in set(names) if name in program), key=program.position)
     for name in present:
-        digest.update(repr(node_description(program.node(name), program)).encode())
+        digest.update(node_line(program.node(name), program))
     for table, path in tables:
         value = (program.modules if table == "module" else program.constants).get(path)
         digest.update(f"{table}:{path}={describe(value, program)!r}".encode())
@@ -403,9 +403,9 @@ def _tables(edits: tuple[Edit, ...]) -> list[tuple[str, str]]:
     return [("module", e.path) if isinstance(e, SetModule) else ("constant", e.attr) for e in edits if isinstance(e, (SetModule, SetConstant))]
 
 
-def _provenance(before: Program, after: Program, change: Change) -> tuple[SetMeta, ...]:
-    """Meta for every node the change added or altered: which change, and the
-    reference nodes (of the input program) it came from."""
+def _provenance(before: Program, change: Change) -> tuple[SetMeta, ...]:
+    """Meta for every node the change added or altered (and did not remove): which
+    change, and the reference nodes (of the input program) it came from."""
     sources: set[str] = set()
     for name in (change.anchor, *change.bindings.values()):
         if name in before:
@@ -414,13 +414,18 @@ def _provenance(before: Program, after: Program, change: Change) -> tuple[SetMet
     value = FrozenDict(
         (("pass", change.pass_name), ("rule", change.rule), ("anchor", change.anchor), ("from", tuple(sorted(sources))))
     )
-    return tuple(SetMeta(name, PROVENANCE, value) for name in _touched(change.edits) if name in after)
+    exists: dict[str, bool] = {}
+    for edit in change.edits:
+        if isinstance(edit, AddNode):
+            exists[edit.node.name] = True
+        elif isinstance(edit, RemoveNode):
+            exists[edit.name] = False
+    return tuple(SetMeta(name, PROVENANCE, value) for name in _touched(change.edits) if exists.get(name, True))
 
 
 def record_change(before: Program, change: Change) -> tuple[Program, Change]:
     """Apply a change's edits (plus its provenance) and fill in its structural hashes."""
-    applied = apply(before, change.edits)
-    after = apply(applied, _provenance(before, applied, change))
+    after = apply(before, (*change.edits, *_provenance(before, change)))
     matched = _subgraph_hash(before, [change.anchor, *change.bindings.values()])
     produced = _subgraph_hash(after, _touched(change.edits), _tables(change.edits))
     return after, attrs.evolve(change, matched=matched, produced=produced)

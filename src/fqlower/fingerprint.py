@@ -47,6 +47,25 @@ def digest_cache() -> Iterator[None]:
         _active_cache.reset(token)
 
 
+def _memo(kind: str, obj: Any, compute: Any) -> Any:
+    """compute(), remembered per object identity inside `digest_cache()` (objects of a
+    program are immutable for the duration of a run)."""
+    cache = _active_cache.get()
+    if cache is None:
+        return compute()
+    key = (kind, id(obj))
+    hit = cache.get(key)  # type: ignore[call-overload]
+    if hit is not None and hit[0]() is obj:
+        return hit[-1]
+    value = compute()
+    try:
+        reference = weakref.ref(obj, lambda _: cache.pop(key, None))  # type: ignore[call-overload]
+    except TypeError:
+        return value
+    cache[key] = (reference, value)  # type: ignore[index]
+    return value
+
+
 def tensor_digest(tensor: torch.Tensor) -> str:
     """sha256 of dtype, shape, quantization parameters and raw values."""
     cache = _active_cache.get()
@@ -107,11 +126,11 @@ def describe(value: Any, program: Program | None = None) -> Any:
     if isinstance(value, torch.Tensor):
         return ("tensor", tensor_digest(value))
     if isinstance(value, torch.nn.Module):
-        return ("module", module_digest(value))
+        return ("module", _memo("module", value, lambda: module_digest(value)))
     if isinstance(value, torch._C.ScriptObject):
         return ("script", str(value._type()), describe(value.__getstate__(), program))
     if isinstance(value, Build):
-        return ("build", value.factory, describe(value.args, program), describe(value.kwargs, program))
+        return _memo("build", value, lambda: ("build", value.factory, describe(value.args, program), describe(value.kwargs, program)))
     if isinstance(value, Original):
         found = program.originals.get(value.path) if program is not None else None
         return ("original", value.path, describe(found, program))
@@ -150,22 +169,30 @@ def node_description(node: Node, program: Program | None = None) -> Any:
     return (node.name, node.op, target, describe(node.args, program), describe(node.kwargs, program), describe(node.type))
 
 
+def node_line(node: Node, program: Program | None = None) -> bytes:
+    """The node's description as bytes, remembered per node object during a run."""
+    return _memo("node", node, lambda: repr(node_description(node, program)).encode() + b"\n")
+
+
+def _maps_lines(program: Program) -> bytes:
+    lines = [f"q:{name}:{program.qconfig[name] is None}\n" for name in sorted(program.qconfig)]
+    for name in sorted(program.scope):
+        path, module_type = program.scope[name]
+        lines.append(f"s:{name}:{path}:{_name(module_type)}\n")
+    return "".join(lines).encode()
+
+
 def fingerprint(program: Program) -> str:
     """sha256 over the program in order and every module and constant it refers to."""
     digest = hashlib.sha256()
     referenced: dict[str, Any] = {}
     for node in program.nodes():
-        digest.update(repr(node_description(node, program)).encode())
-        digest.update(b"\n")
+        digest.update(node_line(node, program))
         if node.op == "call_module":
             referenced.setdefault(node.target, program.modules.get(node.target))
         elif node.op == "get_attr":
             referenced.setdefault(node.target, program.constants.get(node.target))
     for path in sorted(referenced):
         digest.update(f"@{path}={describe(referenced[path], program)!r}\n".encode())
-    for name in sorted(program.qconfig):
-        digest.update(f"q:{name}:{program.qconfig[name] is None}\n".encode())
-    for name in sorted(program.scope):
-        path, module_type = program.scope[name]
-        digest.update(f"s:{name}:{path}:{_name(module_type)}\n".encode())
+    digest.update(_memo("maps", program.qconfig, lambda: _maps_lines(program)))
     return digest.hexdigest()

@@ -21,7 +21,7 @@ import torch
 import torch.fx
 from pyrsistent import PMap, pmap, pset
 
-from fqlower.errors import UnsupportedInput
+from fqlower.errors import IRError, UnsupportedInput
 
 OPS = frozenset({"placeholder", "get_attr", "call_function", "call_method", "call_module", "output"})
 
@@ -186,8 +186,6 @@ class Program:
 
     # queries ----------------------------------------------------------------------------
     def node(self, name: str) -> Node:
-        from fqlower.errors import IRError
-
         try:
             return self.graph.nodes[name]
         except KeyError:
