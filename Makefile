@@ -12,6 +12,14 @@ $(STAMP): pyproject.toml
 	# torch is pinned here: an unpinned install pulls a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
+	# Graphviz's `dot` renders `fqlower diff --svg`; its tests skip, saying why, without it.
+	@command -v dot >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
+	      || echo "note: could not install graphviz; SVG tests will be skipped"; \
+	  else \
+	    echo "note: Graphviz's dot is missing and this is not root (sudo apt-get install graphviz); SVG tests will be skipped"; \
+	  fi; }
 	touch $(STAMP)
 
 venv: $(STAMP)

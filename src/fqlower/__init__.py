@@ -23,6 +23,8 @@ from fqlower.edits import (
     SetTarget,
     apply,
 )
+from fqlower.convert import convert_fx
+from fqlower.diff import NodeChanges, diff_dot, diff_text, node_changes, render_svg, snapshots
 from fqlower.emit import to_fx
 from fqlower.errors import (
     ChangeLogError,
@@ -62,6 +64,13 @@ from fqlower.passes import default_pipeline
 
 __all__ = [
     "Lowering",
+    "NodeChanges",
+    "convert_fx",
+    "diff_dot",
+    "diff_text",
+    "node_changes",
+    "render_svg",
+    "snapshots",
     "default_pipeline",
     "lower",
     "lower_to_native_backend",

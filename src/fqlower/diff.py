@@ -56,13 +56,20 @@ def snapshots(
     return [(INPUT, program), *recorder.programs]
 
 
-def around(steps: Sequence[tuple[str, Program]], pass_name: str) -> tuple[Program, Program]:
-    """The programs before and after the pass called `pass_name` in `snapshots`' result."""
-    for index in range(1, len(steps)):
-        if steps[index][0] == pass_name:
-            return steps[index - 1][1], steps[index][1]
-    names = [name for name, _ in steps[1:]]
-    raise FqlowerError(f"no pass named {pass_name!r}; the pipeline's passes are: {', '.join(names)}")
+def around(steps: Sequence[tuple[str, Program]], which: str | int) -> tuple[Program, Program]:
+    """The programs before and after one pass of `snapshots`' result: the first pass
+    named `which`, or the pass at step `which` (0-based, as change logs count steps;
+    a pipeline may run a pass twice)."""
+    passes = [name for name, _ in steps[1:]]
+    if isinstance(which, int):
+        if not 0 <= which < len(passes):
+            raise FqlowerError(f"no pass at step {which}; the pipeline has steps 0 to {len(passes) - 1}")
+        return steps[which][1], steps[which + 1][1]
+    if which not in passes:
+        listing = ", ".join(f"{step}:{name}" for step, name in enumerate(passes))
+        raise FqlowerError(f"no pass named {which!r}; the pipeline's steps are {listing}")
+    step = passes.index(which)
+    return steps[step][1], steps[step + 1][1]
 
 
 @attrs.frozen
@@ -162,7 +169,7 @@ def diff_dot(before: Program, after: Program, *, context: int | None = None, tit
     caption = [title or "fqlower diff"]
     caption.append(f"{len(changes.added)} added (green), {len(changes.changed)} changed (orange), {len(changes.removed)} removed (grey, dashed)")
     if hidden:
-        caption.append(f"{hidden} nodes more than {context} edges from a change not shown")
+        caption.append(f"{hidden} nodes farther than {context} edge(s) from a change not shown")
     dot = graphviz.Digraph(
         "fqlower_diff",
         graph_attr={"rankdir": "TB", "labelloc": "t", "fontname": "Helvetica", "label": _text("\n".join(caption))},
