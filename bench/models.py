@@ -20,13 +20,13 @@ Build cost, and what is done about it:
 * prepare_fx is quadratic in model depth (a full module-tree walk per observed
   node, and a linear probe for each new observer's attribute name).  By default
   ``_fast_prepare`` patches those two spots for the duration of the build; the
-  result is identical (``--check``), and 50k nodes prepare in about a minute
-  instead of tens of minutes.  ``fast=False`` / ``--unpatched`` builds with stock torch.
+  result is identical (``--check``), and 50k nodes prepare in ~2 min instead of
+  ~16 min (busy 2-core machine).  ``fast=False`` / ``--unpatched`` builds with stock torch.
 * fbgemm's default activation observer (HistogramObserver) makes convert spend
   ~20 ms per observer; by default the global activation observer is MinMaxObserver
   (same graph; see ``qconfig_mapping``).  ``observer="histogram"`` keeps the default.
-* Builds over ``CACHE_THRESHOLD_S`` are cached in bench/.cache/ (torch.save of the
-  GraphModule works; the qconfig map needs ``_encode_qconfig_map``).
+* Builds over ``CACHE_THRESHOLD_S`` are cached in bench/.cache/ in a format of our
+  own (see "cache format" below; torch.save of a GraphModule loads too slowly).
 
 Run ``python bench/models.py --sizes 1000,10000,50000`` to print build timings.
 """
@@ -38,8 +38,10 @@ import contextlib
 import importlib
 import itertools
 import os
+import pickle
 import sys
 import time
+import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +70,7 @@ INPUT_SHAPE = (1, CHANNELS, 8, 8)
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 # Only cache models whose build took longer than this many seconds.
 CACHE_THRESHOLD_S = 30.0
-_CACHE_VERSION = 1
+_CACHE_VERSION = 3
 
 # prepare_fx/convert_fx recurse through module trees and graphs; deep models can
 # need more than Python's default 1000 frames (e.g. deepcopy of long arg chains).
@@ -332,9 +334,22 @@ def _cache_path(num_blocks: int, channels: int, capture_maps: bool, observer: st
     )
 
 
+# --- cache format -----------------------------------------------------------------------
+#
+# torch.save(gm) works but is useless here: unpickling a GraphModule re-traces its
+# generated code, and Tracer.create_arg scans every buffer for each tensor argument,
+# so loading 50k nodes takes ~3 min (longer than building), and node.meta is lost.
+# Instead we pickle the root's submodules/buffers plus one record per node and
+# rebuild with torch.fx.Graph.create_node + GraphModule(root, graph): exact names,
+# targets, args and meta, one recompile.  torch.save/torch.load do the tensors (plain
+# pickle of 50k small tensors is slow); our Pickler/Unpickler, which they subclass,
+# handle fx.Node references, classes of this module (pickled as ``__main__.X`` when
+# run as a script), and the device closure prepare_fx puts into observer constructors
+# (replaced by the module-level equivalent ``_device_factory_kwargs``).
+
+
 def _device_factory_kwargs() -> dict[str, torch.device]:
-    # Stand-in for the closure prepare_fx installs via _add_module_to_qconfig_obs_ctr
-    # (which is not picklable); bench models live on the CPU.
+    # Stand-in for the closure of _add_module_to_qconfig_obs_ctr; bench models are on CPU.
     return {"device": torch.device("cpu")}
 
 
@@ -342,47 +357,101 @@ def _is_device_closure(fn: Any) -> bool:
     return getattr(fn, "__qualname__", "").endswith("get_factory_kwargs_based_on_module_device")
 
 
-def _strip_ctr(ctr: Any) -> tuple[Any, bool]:
-    from torch.ao.quantization.observer import _PartialWrapper
+class _NodeRef:
+    __slots__ = ("name",)
 
-    if isinstance(ctr, _PartialWrapper) and _is_device_closure(ctr.callable_args.get("factory_kwargs")):
-        stripped = _PartialWrapper(ctr.p)
-        stripped.callable_args = {k: v for k, v in ctr.callable_args.items() if k != "factory_kwargs"}
-        return stripped, True
-    return ctr, False
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-
-def _restore_ctr(ctr: Any, wrapped: bool) -> Any:
-    return ctr.with_callable_args(factory_kwargs=_device_factory_kwargs) if wrapped else ctr
+    def __reduce__(self):
+        return (_NodeRef, (self.name,))
 
 
-def _encode_qconfig_map(qconfig_map: dict[str, Any]) -> tuple[dict[str, int], list[Any]]:
-    """Picklable form of a qconfig map; keeps object sharing between entries."""
-    table: list[Any] = []
-    index: dict[int, int] = {}
-    names: dict[str, int] = {}
-    for name, qc in qconfig_map.items():
-        if id(qc) not in index:
-            index[id(qc)] = len(table)
-            if qc is not None and getattr(qc, "_fields", None) == ("activation", "weight"):
-                act, act_w = _strip_ctr(qc.activation)
-                wt, wt_w = _strip_ctr(qc.weight)
-                table.append(("qconfig", type(qc), act, act_w, wt, wt_w))
-            else:
-                table.append(("plain", qc))
-        names[name] = index[id(qc)]
-    return names, table
+def _restore_device_ctr(stripped: Any) -> Any:
+    return stripped.with_callable_args(factory_kwargs=_device_factory_kwargs)
 
 
-def _decode_qconfig_map(names: dict[str, int], table: list[Any]) -> dict[str, Any]:
-    objs = []
-    for entry in table:
-        if entry[0] == "qconfig":
-            _, cls, act, act_w, wt, wt_w = entry
-            objs.append(cls(_restore_ctr(act, act_w), _restore_ctr(wt, wt_w)))
-        else:
-            objs.append(entry[1])
-    return {name: objs[i] for name, i in names.items()}
+# Names this module may appear under in a cache file (run as a script it is __main__).
+_CACHE_GLOBALS = frozenset({"BasicBlock", "_NodeRef", "_restore_device_ctr", "_device_factory_kwargs"})
+_THIS_MODULE_NAMES = frozenset({__name__, "__main__", "models", "bench.models"})
+
+
+class _Pickler(pickle.Pickler):
+    """torch.save subclasses this (adding its tensor persistent_id); we add reducers."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, torch.fx.Node):
+            return (_NodeRef, (obj.name,))
+        if type(obj).__name__ == "_PartialWrapper" and _is_device_closure(
+            getattr(obj, "callable_args", {}).get("factory_kwargs")
+        ):
+            stripped = type(obj)(obj.p)
+            stripped.callable_args = {k: v for k, v in obj.callable_args.items() if k != "factory_kwargs"}
+            return (_restore_device_ctr, (stripped,))
+        return NotImplemented
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module in _THIS_MODULE_NAMES and name in _CACHE_GLOBALS:
+            return getattr(sys.modules[__name__], name)
+        return super().find_class(module, name)
+
+
+_pickle_module = types.ModuleType("fqlower_bench_pickle")
+_pickle_module.Pickler = _Pickler  # type: ignore[attr-defined]
+_pickle_module.Unpickler = _Unpickler  # type: ignore[attr-defined]
+_pickle_module.load = pickle.load  # type: ignore[attr-defined]
+_pickle_module.dump = pickle.dump  # type: ignore[attr-defined]
+
+
+def _gm_state(gm: GraphModule) -> dict[str, Any]:
+    root = nn.Module()
+    root._modules = dict(gm._modules)
+    root._parameters = dict(gm._parameters)
+    root._buffers = dict(gm._buffers)
+    root._non_persistent_buffers_set = set(gm._non_persistent_buffers_set)
+    graph = gm.graph
+    records = [(n.op, n.target, n.args, n.kwargs, n.name, n.type, n.meta) for n in graph.nodes]
+    return dict(
+        root=root,
+        records=records,
+        codegen=graph._codegen,
+        tracer_cls=graph._tracer_cls,
+        tracer_extras=graph._tracer_extras,
+        class_name=type(gm).__name__,
+        training=gm.training,
+        meta=dict(gm.meta),
+    )
+
+
+def _gm_from_state(state: dict[str, Any]) -> GraphModule:
+    graph = torch.fx.Graph(tracer_cls=state["tracer_cls"], tracer_extras=state["tracer_extras"])
+    graph._codegen = state["codegen"]
+    env: dict[str, torch.fx.Node] = {}
+
+    def resolve(a: Any) -> Any:
+        if isinstance(a, _NodeRef):
+            return env[a.name]
+        if isinstance(a, (tuple, list)):
+            items = [resolve(x) for x in a]
+            return type(a)(*items) if hasattr(a, "_fields") else type(a)(items)
+        if isinstance(a, dict):
+            return type(a)((k, resolve(v)) for k, v in a.items())
+        if isinstance(a, slice):
+            return slice(resolve(a.start), resolve(a.stop), resolve(a.step))
+        return a
+
+    for op, target, args, kwargs, name, type_expr, meta in state["records"]:
+        node = graph.create_node(op, target, resolve(args), resolve(kwargs), name=name, type_expr=type_expr)
+        if node.name != name:
+            raise ValueError(f"node {name!r} came back as {node.name!r}")
+        node.meta = resolve(meta)
+        env[name] = node
+    gm = GraphModule(state["root"], graph, class_name=state["class_name"])
+    gm.train(state["training"])
+    gm.meta = state["meta"]
+    return gm
 
 
 def _try_load(path: Path) -> BuildResult | None:
@@ -392,8 +461,8 @@ def _try_load(path: Path) -> BuildResult | None:
     try:
         with _recursion_limit(_RECURSION_LIMIT), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data = torch.load(path, weights_only=False)
-        data["qconfig_map"] = _decode_qconfig_map(*data.pop("qconfig_map_encoded"))
+            data = torch.load(path, pickle_module=_pickle_module, weights_only=False)
+            data["gm"] = _gm_from_state(data.pop("gm_state"))
         res = BuildResult(**data)
     except Exception as exc:  # stale/corrupt cache: rebuild
         print(f"[bench.models] ignoring unreadable cache {path.name}: {exc!r}", file=sys.stderr)
@@ -405,8 +474,8 @@ def _try_load(path: Path) -> BuildResult | None:
 
 def _try_save(path: Path, res: BuildResult) -> None:
     data = dict(
-        gm=res.gm,
-        qconfig_map_encoded=_encode_qconfig_map(res.qconfig_map),
+        gm_state=_gm_state(res.gm),
+        qconfig_map=res.qconfig_map,
         node_name_to_scope=res.node_name_to_scope,
         example_inputs=res.example_inputs,
         num_blocks=res.num_blocks,
@@ -414,11 +483,10 @@ def _try_save(path: Path, res: BuildResult) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _recursion_limit(_RECURSION_LIMIT), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.save(data, tmp)
+        with _recursion_limit(_RECURSION_LIMIT):
+            torch.save(data, tmp, pickle_module=_pickle_module)
         os.replace(tmp, path)
-    except Exception as exc:  # GraphModule not picklable etc.: just rebuild next time
+    except Exception as exc:  # something unpicklable: just rebuild next time
         print(f"[bench.models] not caching {path.name}: {exc!r}", file=sys.stderr)
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -503,6 +571,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--observer", choices=("minmax", "histogram"), default="minmax")
     p.add_argument("--unpatched", action="store_true", help="stock prepare_fx (quadratic; slow)")
     args = p.parse_args(argv)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*")
+    warnings.filterwarnings("ignore", module=r"torch\..*")
     if args.check:
         _check()
     sizes = [int(s) for s in args.sizes.split(",") if s]

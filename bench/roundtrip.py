@@ -64,22 +64,40 @@ class Row:
     note: str = ""
 
 
-def _time_torch(gm: GraphModule) -> float:
+# With --no-gc the cyclic collector is off inside timed regions (it is always
+# collected right before them).  Collections triggered by allocation scan the whole
+# heap, model included, so allocation-heavy code pays for the model's size.
+GC_OFF = False
+
+
+def _gc_reset() -> None:
     gc.collect()
-    t0 = time.perf_counter()
-    out = torch_copy(gm)
-    t1 = time.perf_counter()
+    if GC_OFF:
+        gc.disable()
+
+
+def _time_torch(gm: GraphModule) -> float:
+    _gc_reset()
+    try:
+        t0 = time.perf_counter()
+        out = torch_copy(gm)
+        t1 = time.perf_counter()
+    finally:
+        gc.enable()
     del out
     return (t1 - t0) * 1e3
 
 
 def _time_fqlower(gm: GraphModule, from_fx: Callable[[GraphModule], Any]) -> tuple[float, float]:
-    gc.collect()
-    t0 = time.perf_counter()
-    prog = from_fx(gm)
-    t1 = time.perf_counter()
-    out = fqlower.to_fx(prog)
-    t2 = time.perf_counter()
+    _gc_reset()
+    try:
+        t0 = time.perf_counter()
+        prog = from_fx(gm)
+        t1 = time.perf_counter()
+        out = fqlower.to_fx(prog)
+        t2 = time.perf_counter()
+    finally:
+        gc.enable()
     del prog, out
     return (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
@@ -162,7 +180,7 @@ def _fmt(x: float | None, spec: str = ".1f") -> str:
 def print_table(rows: list[Row], repeats: int, with_maps: bool) -> None:
     what = "from_fx(gm, qconfig_map, node_name_to_scope)" if with_maps else "from_fx(gm)"
     print(f"\nmedians of {repeats} alternating repeats; fqlower = to_fx({what}); "
-          f"torch = GraphModule(gm, deepcopy(gm.graph))")
+          f"torch = GraphModule(gm, deepcopy(gm.graph)); gc {'off' if GC_OFF else 'on'} while timing")
     hdr = (
         f"{'nodes':>7} | {'torch ms':>9} | {'fqlower ms':>10} | {'from_fx':>8} | {'to_fx':>8} | "
         f"{'ratio':>6} | {'torch us/node':>13} | {'fqlower us/node':>15}"
@@ -190,16 +208,20 @@ def profile_size(target: int, with_maps: bool, top: int) -> None:
     res = build_residual_reference_model(target)
     from_fx = _make_from_fx(res.qconfig_map, res.node_name_to_scope, with_maps)
     fqlower.to_fx(from_fx(res.gm))  # warm-up
-    gc.collect()
+    _gc_reset()
     prof = cProfile.Profile()
-    prof.enable()
-    fqlower.to_fx(from_fx(res.gm))
-    prof.disable()
+    try:
+        prof.enable()
+        fqlower.to_fx(from_fx(res.gm))
+        prof.disable()
+    finally:
+        gc.enable()
     for key in ("cumulative", "tottime"):
         buf = io.StringIO()
         stats = pstats.Stats(prof, stream=buf)
         stats.strip_dirs().sort_stats(key).print_stats(top)
-        print(f"\n=== {res.num_nodes} nodes, fqlower round trip, top {top} by {key} ===")
+        print(f"\n=== {res.num_nodes} nodes, fqlower round trip, gc {'off' if GC_OFF else 'on'}, "
+              f"top {top} by {key} ===")
         print(buf.getvalue())
 
 
@@ -213,7 +235,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profile", action="store_true",
                    help="instead of timing, cProfile one fqlower round trip per size")
     p.add_argument("--top", type=int, default=25, help="rows of profile output")
+    p.add_argument("--no-gc", action="store_true", help="disable the cyclic GC inside timed regions")
     args = p.parse_args(argv)
+    global GC_OFF
+    GC_OFF = args.no_gc
     warnings.filterwarnings("ignore", module=r"torch\..*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*")
