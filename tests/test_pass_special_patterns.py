@@ -16,6 +16,8 @@ from typing import Any
 
 import attrs
 
+import copy
+
 import pytest
 import torch
 import torch.ao.nn.quantized as nnq
@@ -694,3 +696,22 @@ def test_a_right_call_is_not_missed():
         gm = graph_calling(fn, **kwargs)
         assert [entry.rule for entry in run_pass(gm).entries] == ["quantized-op"]
         assert_equals_torch(gm, X)
+
+
+def test_regression_float16_avg_pool3d_stays_float():
+    """Static fp16: torch reroutes avg_pool3d to read float16, which has no CPU kernel
+    ("avg_pool3d_out_frame" not implemented for 'Half'); fqlower leaves it, with the reason."""
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    half = graph.call_method("to", (x, torch.float16))
+    pooled = graph.call_function(torch._C._nn.avg_pool3d, (graph.call_method("dequantize", (half,)), 2))
+    graph.output(graph.call_method("dequantize", (graph.call_method("to", (pooled, torch.float16)),)))
+    gm = torch.fx.GraphModule(torch.nn.Module(), graph)
+    x_value = torch.randn(1, 2, 4, 4, 4)
+    from torch.ao.quantization.fx._lower_to_native_backend import _lower_to_native_backend
+
+    with pytest.raises(RuntimeError, match="Half"):
+        _lower_to_native_backend(copy.deepcopy(gm), {}, {})(x_value)
+    result = fqlower.lower(gm)
+    assert any("no float16 CPU kernel" in skip.reason for skip in result.log.skips)
+    assert torch.equal(result.module(x_value), gm(x_value))

@@ -61,6 +61,10 @@ REROUTE = "reroute"
 Outcome = tuple[str, "Match | Miss"]
 
 # family members that torch lowers to run on a quantized tensor, which no kernel accepts
+# family members with no float16 kernel on the CPU (torch 2.13), which a
+# `.to(torch.float16)` anchor would make read float16 values
+NO_HALF_CPU_KERNEL: frozenset[tuple[str, Any]] = frozenset({("call_function", torch._C._nn.avg_pool3d)})
+
 NO_QUANTIZED_KERNEL: frozenset[tuple[str, Any]] = frozenset(
     {("call_function", operator.floordiv), ("call_method", "sigmoid_"), ("call_method", "tanh_")}
 )
@@ -217,6 +221,8 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
     if is_quantize and (ref.op, ref.target) in NO_QUANTIZED_KERNEL:
         what = ref.target if ref.op == "call_method" else ref.target.__name__
         return rule, Miss(f"%{ref.name} ({what}) has no quantized kernel: torch's lowered model would fail running it")
+    if not is_quantize and (ref.op, ref.target) in NO_HALF_CPU_KERNEL:
+        return rule, Miss(f"%{ref.name} has no float16 CPU kernel: rerouting it to read float16 would fail at run time")
     others = [user for user in program.users(ref.name) if user != anchor.name]
     if others:
         listed = ", ".join(f"%{user}" for user in others)
