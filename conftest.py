@@ -13,6 +13,7 @@ COMMON = dict(deadline=None, print_blob=True, suppress_health_check=[HealthCheck
 settings.register_profile("ci", max_examples=40, derandomize=True, **COMMON)
 settings.register_profile("dev", max_examples=40, **COMMON)
 settings.register_profile("thorough", max_examples=1000, **COMMON)
+settings.register_profile("fuzz-thorough", max_examples=10000, **COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # torch.ao.quantization's deprecation notices; ours must never need filtering.

@@ -134,7 +134,7 @@ class ChangeLog:
             entries = tuple(_entry_from(record, number) for number, record in enumerate(records[1:], start=2))
         except ChangeLogError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+        except Exception as error:  # any value of the wrong type or form, e.g. a broken tensor
             raise ChangeLogError(f"change log is malformed: {type(error).__name__}: {error}") from None
         return cls(header=header, entries=entries)
 
@@ -360,6 +360,16 @@ def _header_from(data: dict[str, Any]) -> Header:
         raise ChangeLogError(
             f"change log has schema {schema!r}; this fqlower reads schema {SCHEMA} and older: upgrade fqlower"
         )
+    passes = data["passes"]
+    well_formed = (
+        isinstance(data["input"], str)
+        and isinstance(data["output"], str)
+        and isinstance(passes, list)
+        and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in passes)
+        and isinstance(data["versions"], dict)
+    )
+    if not well_formed:
+        raise ChangeLogError("change log header is malformed: input/output must be fingerprints, passes [name, fingerprint] pairs")
     return Header(
         input=data["input"],
         output=data["output"],
@@ -433,7 +443,10 @@ def record_change(before: Program, change: Change) -> tuple[Program, Change]:
 
 def _replay_change(program: Program, change: Change, number: int) -> Program:
     label = f"change {number} ({change.pass_name}/{change.rule} at {change.anchor!r})"
-    matched = _subgraph_hash(program, [change.anchor, *change.bindings.values()])
+    try:
+        matched = _subgraph_hash(program, [change.anchor, *change.bindings.values()])
+    except Exception as error:
+        raise ReplayMismatch(f"{label} is malformed: {type(error).__name__}: {error}") from error
     if change.matched and matched != change.matched:
         raise ReplayMismatch(
             f"{label}: the subgraph it matched hashes to {matched}, the log says {change.matched}",
@@ -444,6 +457,8 @@ def _replay_change(program: Program, change: Change, number: int) -> Program:
         after, replayed = record_change(program, change)
     except FqlowerError as error:
         raise ReplayMismatch(f"{label} does not apply: {error.message}", node=change.anchor, program=program) from error
+    except Exception as error:  # a value of the wrong type inside an edit
+        raise ReplayMismatch(f"{label} is malformed: {type(error).__name__}: {error}") from error
     if change.produced and replayed.produced != change.produced:
         raise ReplayMismatch(f"{label}: the subgraph it produced hashes to {replayed.produced}, the log says {change.produced}")
     return after
