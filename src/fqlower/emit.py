@@ -16,7 +16,7 @@ import torch
 import torch.fx
 
 from fqlower.errors import EmitError
-from fqlower.ir import Build, FrozenDict, ListArg, Original, Program, Ref
+from fqlower.ir import Build, FrozenDict, ListArg, Original, Program, Ref, gc_paused
 from fqlower.names import resolve
 
 PACKED_WEIGHT_MARK = "_packed_weight"
@@ -134,6 +134,11 @@ def _load_packed_weights(
 
 def to_fx(program: Program) -> torch.fx.GraphModule:
     """The GraphModule a program describes; reads the program, builds new objects."""
+    with gc_paused():
+        return _to_fx(program)
+
+
+def _to_fx(program: Program) -> torch.fx.GraphModule:
     graph = torch.fx.Graph(tracer_cls=program.context.tracer_cls, tracer_extras=program.context.tracer_extras)
     if program.context.codegen is not None:
         graph._codegen = program.context.codegen
