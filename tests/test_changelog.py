@@ -141,7 +141,7 @@ def test_local_functions_cannot_be_logged():
         ('{"kind":"change"}', "not a header"),
         ('{"kind":"header","schema":99,"versions":{},"input":"","output":"","passes":[]}', "schema 99"),
         ('{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}\n{"kind":"nope"}', "unknown entry kind"),
-        ('{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}\n{"kind":"skip"}', "malformed"),
+        ('{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}\n{"kind":"skip","step":0}', "malformed"),
         (
             '{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}\n'
             '{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},'
@@ -214,3 +214,20 @@ def test_replay_refuses_edits_that_do_not_apply_and_names_the_change():
     with pytest.raises(ReplayMismatch, match=r"change 1 \(swap-relu/relu-to-neg at 'relu'\) does not apply") as raised:
         apply_log(program, log)
     assert "still used" in raised.value.message
+
+
+def test_regression_a_log_cannot_make_loading_call_arbitrary_functions(capsys):
+    # found by the fuzzer: "$namedtuple" called whatever it named while loading
+    record = {"$namedtuple": "builtins.print", "items": ["called"]}
+    with pytest.raises(ChangeLogError, match="not a namedtuple type"):
+        decode(record)
+    assert capsys.readouterr().out == ""
+
+
+def test_regression_a_non_integer_step_is_refused():
+    text = (
+        '{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}\n'
+        '{"kind":"skip","step":[],"pass":"p","rule":"r","node":"n","reason":"x"}'
+    )
+    with pytest.raises(ChangeLogError, match="step must be an integer"):
+        ChangeLog.loads(text)

@@ -208,7 +208,10 @@ def decode(data: Any) -> Any:
     if tag == "$tuple":
         return tuple(decode(item) for item in payload)
     if tag == "$namedtuple":
-        return resolve(payload)(*(decode(item) for item in data["items"]))
+        cls = resolve(payload)
+        if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
+            raise ChangeLogError(f"{payload!r} in change log is not a namedtuple type")
+        return cls(*(decode(item) for item in data["items"]))
     if tag == "$list":
         return ListArg(tuple(decode(item) for item in payload))
     if tag == "$dict":
@@ -325,6 +328,8 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 
 def _entry_from(data: dict[str, Any], line: int) -> Entry:
     kind = data.get("kind")
+    if kind in ("change", "skip") and not (isinstance(data.get("step"), int) and not isinstance(data["step"], bool)):
+        raise ChangeLogError(f"change log line {line}: step must be an integer, got {data.get('step')!r}")
     if kind == "change":
         return Change(
             step=data["step"],
