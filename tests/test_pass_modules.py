@@ -273,3 +273,14 @@ def test_dead_code_removes_chains_and_keeps_side_effects():
     expected = copy.deepcopy(gm)
     expected.graph.eliminate_dead_code()
     assert [n.name for n in fqlower.to_fx(result.program).graph.nodes] == [n.name for n in expected.graph.nodes]
+
+
+def test_regression_dynamic_quantize_without_an_input_is_left():
+    # found by the fuzzer: the rewrite asserted that the dynamic quantize had an input node
+    reference = static_linear(QConfigMapping().set_global(default_dynamic_qconfig))
+    gm = copy.deepcopy(reference.module)
+    dynamic = next(n for n in gm.graph.nodes if n.target is torch.quantize_per_tensor_dynamic)
+    dynamic.args, dynamic.kwargs = (), {"dtype": torch.quint8, "reduce_range": True}
+    result = LOWER_DYNAMIC_MODULES.run(fqlower.from_fx(gm))
+    assert result.changes == ()
+    assert [skip.reason for skip in result.entries] == [f"{dynamic.name!r} has no input node"]

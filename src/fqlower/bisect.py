@@ -3,7 +3,7 @@
     result = fqlower.bisect.bisect(reference.module, lowering.log, inputs, tolerance=0.5,
                                    qconfig_map=reference.qconfig_map,
                                    node_name_to_scope=reference.node_name_to_scope)
-    print(result.format())        # result.culprits: the changes, result.tests_run
+    text = result.format()        # result.culprits: the changes, result.tests_run
 
 A *test* applies a subset of the log's changes to the reference model's program
 (`from_fx(model, maps)`), in log order, with `fqlower.edits.apply` and nothing else:

@@ -1,7 +1,7 @@
 """What a lowering changed, as text and as a picture.
 
     steps = snapshots(reference_gm, qconfig_map, node_name_to_scope)
-    print(diff_text(steps[0][1], steps[-1][1]))         # unified diff of the printed programs
+    text = diff_text(steps[0][1], steps[-1][1])         # unified diff of the printed programs
     dot = diff_dot(*around(steps, "lower-binary-ops"))  # Graphviz DOT, rewritten nodes coloured
     svg = render_svg(dot)                               # needs Graphviz's `dot` program
 

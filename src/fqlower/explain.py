@@ -1,7 +1,7 @@
 """Why quantize/dequantize nodes are left after lowering, and how much runs natively.
 
     explanation = fqlower.explain.explain(lowering, reference_gm)
-    print(explanation.format())
+    text = explanation.format()
 
 `explain` reads a `Lowering` (and, for the coverage summary, the reference model it
 was made from) and changes nothing.

@@ -47,6 +47,8 @@ def match(program: Program, reference: Node) -> Match | Miss | None:
         return Miss(quantized)
     if not reference.args:
         return Miss(f"{reference.name!r} takes its input as a keyword")
+    if not isinstance(dynamic.arg(0, "input"), Ref):
+        return Miss(f"{dynamic.name!r} has no input node")
     dtype = dynamic.arg(1, "dtype")
     if dtype not in ACTIVATION_DTYPES:
         return Miss(f"{dynamic.name!r} quantizes to {dtype}, which has no dynamic kernel")
@@ -58,7 +60,6 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     reference = program.node(roles["reference"])
     dynamic = program.node(roles["dynamic_quantize"])
     source = dynamic.arg(0, "input")
-    assert isinstance(source, Ref)
     quantized = quantized_class(module_of(program, reference))
     return [
         SetModule(reference.target, from_reference(quantized, source_of_module(program, reference.target))),
