@@ -31,7 +31,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests property_tests
 
 bench: $(STAMP)
-	$(PY) bench/roundtrip.py
+	$(PY) bench/lower.py
+	$(PY) bench/roundtrip.py --sizes 1000,10000
 
 clean:
 	rm -rf $(VENV)
