@@ -29,6 +29,7 @@ from fqlower.passes import (
     LOWER_WEIGHT_ONLY_MODULES,
 )
 from fqlower.patterns import STATIC_TWO_INPUT_FUSED_MODULES
+from fqlower.compare import lowering_differences
 from fqlower.reference import reference_model, torch_lowering
 
 
@@ -284,3 +285,60 @@ def test_regression_dynamic_quantize_without_an_input_is_left():
     result = LOWER_DYNAMIC_MODULES.run(fqlower.from_fx(gm))
     assert result.changes == ()
     assert [skip.reason for skip in result.entries] == [f"{dynamic.name!r} has no input node"]
+
+
+# --- a module called from several places ----------------------------------------------------------
+
+
+class LinearTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(self.fc(x))
+
+
+def test_regression_static_module_called_twice_stays_float_and_runs():
+    # Found by the fuzzer: swapping `fc` for the first call fed the quantized Linear a
+    # float tensor at the second call, and the lowered model crashed.
+    x = torch.randn(8, 4)
+    reference = reference_model(LinearTwice(), (x,), get_default_qconfig_mapping("fbgemm"))
+    lowering = fqlower.lower(reference.module, reference.qconfig_map, reference.node_name_to_scope)
+    skips = [entry for entry in lowering.log.entries if isinstance(entry, Skip) and entry.pass_name == "lower-static-modules"]
+    assert len(skips) == 2
+    assert all("module 'fc' is also called by" in skip.reason for skip in skips)
+    assert type(lowering.module.fc) is nnqr.Linear
+    expected = reference.module(x)
+    assert (lowering.module(x) - expected).abs().max() <= 0.05 * expected.abs().max()
+
+
+def test_dynamic_module_called_twice_is_lowered_as_torch_lowers_it():
+    # A dynamic quantized module takes float input, so sharing it is safe.
+    x = torch.randn(8, 4)
+    reference = reference_model(LinearTwice(), (x,), QConfigMapping().set_global(default_dynamic_qconfig))
+    ours = fqlower.lower_to_native_backend(copy.deepcopy(reference.module), reference.qconfig_map, reference.node_name_to_scope)
+    theirs = torch_lowering(reference)
+    assert type(ours.fc) is nnqd.Linear
+    assert lowering_differences(theirs, ours, (x,)) == []
+
+
+class EmbeddingTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(10, 4)
+
+    def forward(self, indices):
+        return self.emb(indices) + self.emb(indices.flip(0))
+
+
+def test_weight_only_module_called_twice_is_lowered_as_torch_lowers_it():
+    indices = torch.randint(0, 10, (6,))
+    mapping = QConfigMapping().set_object_type(nn.Embedding, float_qparams_weight_only_qconfig)
+    reference = reference_model(EmbeddingTwice(), (indices,), mapping)
+    ours = fqlower.lower_to_native_backend(copy.deepcopy(reference.module), reference.qconfig_map, reference.node_name_to_scope)
+    theirs = torch_lowering(reference)
+    assert type(ours.emb) is nnq.Embedding
+    assert lowering_differences(theirs, ours, (indices,)) == []

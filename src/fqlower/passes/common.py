@@ -6,14 +6,17 @@ which only computes new args.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import attrs
 import torch
-import torch.nn as nn
+from torch import nn
 
 from fqlower.ir import Build, FrozenDict, Node, Original, Program, Ref, map_arg
 from fqlower.names import qualified_name
 from fqlower.patterns import RELU_FUNCTIONS
+from fqlower.pipeline import Match, Matcher, Miss, PassResult, Rewriter, rule_pass
 
 
 def node_of(program: Program, arg: Any) -> Node | None:
@@ -141,3 +144,46 @@ def produced_from_constants(program: Program, name: str) -> bool:
                 seen.add(used)
                 frontier.append(used)
     return True
+
+
+def module_call_sites(program: Program) -> dict[str, tuple[str, ...]]:
+    """module path -> the call_module nodes that call it, in graph order."""
+    sites: dict[str, list[str]] = {}
+    for node in program.nodes():
+        if node.op == "call_module":
+            sites.setdefault(node.target, []).append(node.name)
+    return {path: tuple(names) for path, names in sites.items()}
+
+
+def _unshared(match: Matcher, sites: dict[str, tuple[str, ...]], program: Program, node: Node) -> Match | Miss | None:
+    outcome = match(program, node)
+    if not isinstance(outcome, Match):
+        return outcome
+    reference = program.node(outcome.bindings["reference"])
+    others = [f"%{site}" for site in sites.get(reference.target, ()) if site != reference.name]
+    if not others:
+        return outcome
+    return Miss(
+        f"module {reference.target!r} is also called by {', '.join(others)}: one quantized module cannot "
+        f"serve every call; torch would swap it once and run each call with the qparams of %{reference.name}"
+    )
+
+
+@attrs.frozen
+class ModuleSwapPass:
+    """A one-rule pass whose rule swaps the module its `reference` binding calls.
+
+    A module called from several places stays float: a static quantized module
+    carries one call's output qparams, and swapping it for one call would feed it a
+    float tensor at the others or give them that call's qparams, which is how torch
+    2.13 lowers such models wrongly. (Dynamic and weight-only quantized modules
+    take what their reference modules take, so sharing them is safe.)
+    """
+
+    name: str
+    match: Matcher
+    rewrite: Rewriter
+
+    def run(self, program: Program) -> PassResult:
+        guarded = functools.partial(_unshared, self.match, module_call_sites(program))
+        return rule_pass(self.name, guarded, self.rewrite).run(program)

@@ -6,6 +6,10 @@
 
 int8 (quint8/qint8 activations) and fp16, plus the fused LinearReLU. The dynamic
 quantize and dequantize nodes are left for dead-code elimination, as torch does.
+
+A module called from several places is swapped at its first lowered call; later
+calls that match only read the float input directly (a dynamic quantized module
+takes what the reference module took), as in torch.
 """
 
 from __future__ import annotations
@@ -13,15 +17,26 @@ from __future__ import annotations
 import torch
 
 from fqlower.edits import Edit, SetArgs, SetModule
-from fqlower.ir import Node, Program, Ref
+from fqlower.ir import Build, Node, Program, Ref
+from fqlower.names import qualified_name
 from fqlower.passes.common import bindings, from_reference, module_of, node_of, reroute_dequantized, source_of_module
 from fqlower.patterns import DYNAMIC_FUSED_MODULES, DYNAMIC_MODULES
 from fqlower.pipeline import Match, Miss, rule_pass
 
 ACTIVATION_DTYPES = (torch.quint8, torch.qint8, torch.float16)
 
+# the factory of a spec this pass writes -> its class
+SWAPPED = {
+    f"{qualified_name(cls)}.from_reference": cls
+    for cls in (*DYNAMIC_MODULES.values(), *(quantized for _, quantized in DYNAMIC_FUSED_MODULES.values()))
+}
+
 
 def quantized_class(module: object) -> type | str | None:
+    """The dynamic quantized class for a module (or for a spec this pass put there
+    for an earlier call); a reason when it is almost one; None otherwise."""
+    if isinstance(module, Build):
+        return SWAPPED.get(module.factory)
     cls = type(module)
     if cls in DYNAMIC_FUSED_MODULES:
         inner, quantized = DYNAMIC_FUSED_MODULES[cls]
@@ -60,11 +75,11 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     reference = program.node(roles["reference"])
     dynamic = program.node(roles["dynamic_quantize"])
     source = dynamic.arg(0, "input")
-    quantized = quantized_class(module_of(program, reference))
-    return [
-        SetModule(reference.target, from_reference(quantized, source_of_module(program, reference.target))),
-        SetArgs(reference.name, reroute_dequantized(reference.args, {roles["dequantize"]: source.name}), reference.kwargs),
-    ]
+    reroute = SetArgs(reference.name, reroute_dequantized(reference.args, {roles["dequantize"]: source.name}), reference.kwargs)
+    module = module_of(program, reference)
+    if isinstance(module, Build):  # swapped for an earlier call
+        return [reroute]
+    return [SetModule(reference.target, from_reference(quantized_class(module), source_of_module(program, reference.target))), reroute]
 
 
 LOWER_DYNAMIC_MODULES = rule_pass("lower-dynamic-modules", match, rewrite)

@@ -23,20 +23,21 @@ import torch
 from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
 from fqlower.ir import Node, Program
 from fqlower.passes.common import (
-    quantized_op_behind,
+    ModuleSwapPass,
     bindings,
     constant_qparams,
     from_reference,
     is_dequantize,
     module_of,
     qconfig_is_none,
+    quantized_op_behind,
     removable,
     reroute_dequantized,
     source_of_constant,
     source_of_module,
 )
 from fqlower.patterns import STATIC_FUSED_MODULES, STATIC_MODULES
-from fqlower.pipeline import Match, Miss, rule_pass
+from fqlower.pipeline import Match, Miss
 
 
 def quantized_class(module: object) -> type | str | None:
@@ -119,4 +120,4 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     return edits
 
 
-LOWER_STATIC_MODULES = rule_pass("lower-static-modules", match, rewrite)
+LOWER_STATIC_MODULES = ModuleSwapPass("lower-static-modules", match, rewrite)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
 from fqlower.ir import Node, Program
 from fqlower.passes.common import (
+    ModuleSwapPass,
     bindings,
     constant_qparams,
     dequantize_sources,
@@ -27,7 +28,7 @@ from fqlower.passes.common import (
     source_of_module,
 )
 from fqlower.patterns import STATIC_TWO_INPUT_FUSED_MODULES
-from fqlower.pipeline import Match, Miss, rule_pass
+from fqlower.pipeline import Match, Miss
 
 
 def match(program: Program, quantize: Node) -> Match | Miss | None:
@@ -78,4 +79,4 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     return edits
 
 
-LOWER_TWO_INPUT_MODULES = rule_pass("lower-two-input-modules", match, rewrite)
+LOWER_TWO_INPUT_MODULES = ModuleSwapPass("lower-two-input-modules", match, rewrite)
