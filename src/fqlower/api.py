@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 import torch
 import torch.fx
 
-from fqlower.changelog import PROVENANCE, ChangeLog, apply_log
+from fqlower.changelog import PROVENANCE, Change, ChangeLog, apply_log, without_change_hashes
 from fqlower.emit import to_fx
 from fqlower.errors import UnsupportedInput
-from fqlower.ir import Program, from_fx
+from fqlower.ir import Program, from_fx, gc_paused
 from fqlower.original_weights import ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup
 from fqlower.pipeline import Pipeline, Timing
 
@@ -41,11 +41,13 @@ def lower(
     from fqlower.passes import default_pipeline
 
     pipeline = pipeline if pipeline is not None else default_pipeline()
-    program = from_fx(model, qconfig_map, node_name_to_scope)
-    check_on_cpu(program)
-    timing = Timing()
-    result, log = pipeline.run_logged(program, (timing,))
-    return Lowering(_emit(result.program, log, keep_original_weights), result.program, log, tuple(timing.seconds))
+    with gc_paused():
+        program = from_fx(model, qconfig_map, node_name_to_scope)
+        check_on_cpu(program)
+        timing = Timing()
+        result, log = pipeline.run_logged(program, (timing,))
+        module = _emit(result.program, log.changes, keep_original_weights)
+    return Lowering(module, result.program, log, tuple(timing.seconds))
 
 
 def check_on_cpu(program: Program) -> None:
@@ -81,18 +83,19 @@ def replay(
     if isinstance(log, str):
         log = ChangeLog.loads(log)
     started = time.perf_counter()
-    program = apply_log(from_fx(model, qconfig_map, node_name_to_scope), log)
-    module = _emit(program, log, keep_original_weights)
+    with gc_paused():
+        program = apply_log(from_fx(model, qconfig_map, node_name_to_scope), log)
+        module = _emit(program, log.changes, keep_original_weights)
     return Lowering(module, program, log, (("replay", time.perf_counter() - started),))
 
 
-def _emit(program: Program, log: ChangeLog, keep_original_weights: bool) -> torch.fx.GraphModule:
+def _emit(program: Program, changes: Sequence[Change], keep_original_weights: bool) -> torch.fx.GraphModule:
     module = to_fx(program)
     for node in module.graph.nodes:
         # nodes no change touched came from the reference node of the same name
         node.meta.setdefault(PROVENANCE, {"pass": None, "rule": None, "anchor": None, "from": (node.name,)})
     if keep_original_weights:
-        packed = [change.edits[0].attr for change in log.changes if change.pass_name == "fold-weights"]
+        packed = [change.edits[0].attr for change in changes if change.pass_name == "fold-weights"]
         setattr(module, ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup(program, packed))
     return module
 
@@ -103,5 +106,15 @@ def lower_to_native_backend(
     node_name_to_scope: Mapping[str, tuple[str, type]],
     keep_original_weights: bool = False,
 ) -> torch.fx.GraphModule:
-    """Same signature and result as torch's `_lower_to_native_backend`; leaves `model` as it was."""
-    return lower(model, qconfig_map, node_name_to_scope, keep_original_weights=keep_original_weights).module
+    """Same signature and result as torch's `_lower_to_native_backend`; leaves `model` as it was.
+
+    Runs the default pipeline as `lower` does, but without the change log's fingerprints
+    and structural hashes: only the module is returned, so nobody could read them."""
+    from fqlower.passes import default_pipeline
+
+    with gc_paused():
+        program = from_fx(model, qconfig_map, node_name_to_scope)
+        check_on_cpu(program)
+        with without_change_hashes():
+            result = default_pipeline().run(program)
+        return _emit(result.program, result.changes, keep_original_weights)

@@ -12,11 +12,14 @@ byte-identical logs in any process. Values are written with type tags
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import hashlib
 import io
 import json
 import math
 import platform
+from collections.abc import Iterator
 from typing import Any, Union
 
 import attrs
@@ -438,9 +441,25 @@ def _provenance(before: Program, change: Change) -> tuple[SetMeta, ...]:
     return tuple(SetMeta(name, PROVENANCE, value) for name in _touched(change.edits) if exists.get(name, True))
 
 
+_HASHING: contextvars.ContextVar[bool] = contextvars.ContextVar("fqlower_change_hashes", default=True)
+
+
+@contextlib.contextmanager
+def without_change_hashes() -> Iterator[None]:
+    """Leave `matched`/`produced` empty inside the block: for runs whose log nobody sees
+    (`lower_to_native_backend` returns only the module)."""
+    token = _HASHING.set(False)
+    try:
+        yield
+    finally:
+        _HASHING.reset(token)
+
+
 def record_change(before: Program, change: Change) -> tuple[Program, Change]:
     """Apply a change's edits (plus its provenance) and fill in its structural hashes."""
     after = apply(before, (*change.edits, *_provenance(before, change)))
+    if not _HASHING.get():
+        return after, change
     matched = _subgraph_hash(before, [change.anchor, *change.bindings.values()])
     produced = _subgraph_hash(after, _touched(change.edits), _tables(change.edits))
     return after, attrs.evolve(change, matched=matched, produced=produced)

@@ -17,7 +17,6 @@ from typing import Any, Union
 
 import attrs
 import torch
-from pyrsistent import pset
 
 from fqlower.errors import IRError
 from fqlower.ir import OPS, Build, FrozenDict, Graph, Node, Program, Ref, map_arg, refs_in
@@ -169,11 +168,11 @@ class _Draft:
 
     def link(self, user: str, used: Iterable[str]) -> None:
         for name in used:
-            self.users[name] = self.users[name].add(user)
+            self.users[name] = self.users[name] | {user}
 
     def unlink(self, user: str, used: Iterable[str]) -> None:
         for name in used:
-            self.users[name] = self.users[name].discard(user)
+            self.users[name] = self.users[name] - {user}
 
     # one method per edit kind -------------------------------------------------------------
     def add_node(self, edit: AddNode) -> None:
@@ -195,7 +194,7 @@ class _Draft:
         position = self.position_after(edit.after) if edit.after is not None else self.position_before(edit.before)
         self.nodes[node.name] = node
         self.positions[node.name] = position
-        self.users[node.name] = pset()
+        self.users[node.name] = frozenset()
         self.link(node.name, used)
 
     def move_node(self, edit: MoveNode) -> None:
@@ -246,7 +245,7 @@ class _Draft:
             node = self.nodes[user]
             self.nodes[user] = attrs.evolve(node, args=map_arg(node.args, swap), kwargs=map_arg(node.kwargs, swap))
         self.users[edit.old] = self.users[edit.old].difference(moved)
-        self.users[edit.new] = self.users[edit.new].update(moved)
+        self.users[edit.new] = self.users[edit.new].union(moved)
 
     def set_meta(self, edit: SetMeta) -> None:
         node = self.require_node(edit.name, "node")

@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import torch
 import torch.fx
-from pyrsistent import PMap, pmap, pset
+from pyrsistent import PMap, pmap
 
 from fqlower.errors import IRError, UnsupportedInput
 
@@ -112,7 +112,14 @@ class Node:
 
     def refs(self) -> tuple[str, ...]:
         """Names of the nodes this node reads, in argument order, without repeats."""
-        return tuple(dict.fromkeys(ref.name for ref in refs_in((self.args, self.kwargs))))
+        return self._refs
+
+    @functools.cached_property
+    def _refs(self) -> tuple[str, ...]:  # asked for on every edit that touches the node
+        found: dict[str, None] = {}
+        _collect_refs(self.args, found)
+        _collect_refs(self.kwargs, found)
+        return tuple(found)
 
     def arg(self, index: int, keyword: str, default: Any = None) -> Any:
         """Argument by position or keyword, as FX callers pass either."""
@@ -153,7 +160,7 @@ class Graph:
 
     nodes: PMap  # name -> Node
     positions: PMap  # name -> Position
-    users: PMap  # name -> PSet of user names
+    users: PMap  # name -> frozenset of user names (small sets: C-speed add/discard)
     next_serial: int
 
     @functools.cached_property
@@ -203,7 +210,7 @@ class Program:
 
     def users(self, name: str) -> tuple[str, ...]:
         """Names of the nodes that read `name`, in program order."""
-        users = self.graph.users.get(name, pset())
+        users = self.graph.users.get(name, ())
         return tuple(sorted(users, key=self.graph.positions.__getitem__))
 
     def position(self, name: str) -> Position:
@@ -237,6 +244,24 @@ def map_arg(value: Any, fn: Callable[[Ref], Any]) -> Any:
     if isinstance(value, slice):
         return slice(map_arg(value.start, fn), map_arg(value.stop, fn), map_arg(value.step, fn))
     return value
+
+
+def _collect_refs(value: Any, found: dict[str, None]) -> None:
+    """Names of the Refs inside `value` into `found`, in order (refs_in without generators)."""
+    if isinstance(value, Ref):
+        found[value.name] = None
+    elif isinstance(value, tuple):
+        for item in value:
+            if isinstance(item, Ref):
+                found[item.name] = None
+            elif isinstance(item, (tuple, ListArg, FrozenDict, slice)):
+                _collect_refs(item, found)
+    elif isinstance(value, ListArg):
+        _collect_refs(value.items, found)
+    elif isinstance(value, FrozenDict):
+        _collect_refs(tuple(value._dict.values()), found)
+    elif isinstance(value, slice):
+        _collect_refs((value.start, value.stop, value.step), found)
 
 
 def refs_in(value: Any) -> Iterator[Ref]:
@@ -386,7 +411,7 @@ def _from_fx(
     graph = Graph(
         nodes=pmap(nodes),
         positions=pmap(positions),
-        users=pmap({name: pset(used_by) for name, used_by in users.items()}),
+        users=pmap({name: frozenset(used_by) for name, used_by in users.items()}),
         next_serial=len(nodes),
     )
     fx_graph = gm.graph
