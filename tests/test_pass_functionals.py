@@ -303,3 +303,71 @@ def test_regression_dtype_pair_without_kernel_is_a_skip_not_stdout(capsys):
     assert capsys.readouterr().out == ""
     (skip,) = [s for s in result.log.skips if s.pass_name == "lower-dynamic-functionals"]
     assert skip.reason == "no dynamic linear for activation torch.qint8 and weight torch.qint8"
+
+
+# --- how the weight is quantized ------------------------------------------------------------------
+
+
+def with_weight_quantize(reference, change):
+    """A copy of the reference model whose weight quantize_per_* node is changed by `change(node, gm)`."""
+    gm = copy.deepcopy(reference.module)
+    weight_quantize = next(n for n in gm.graph.nodes if n.target in (torch.quantize_per_tensor, torch.quantize_per_channel) and "weight" in str(n.args[0] if n.args else n.kwargs["input"]))
+    change(weight_quantize, gm)
+    gm.recompile()
+    return gm
+
+
+def all_by_keyword(node, gm):
+    names = ("input", "scales", "zero_points", "axis", "dtype") if node.target is torch.quantize_per_channel else ("input", "scale", "zero_point", "dtype")
+    node.kwargs, node.args = dict(zip(names, node.args)), ()
+
+
+def test_regression_weight_quantized_with_keyword_arguments_is_lowered():
+    # Was an IndexError (the dtype read from args[-1]); torch fails the same way.
+    reference = static(FunctionalLinear(), LINEAR_X)
+    keywords = with_weight_quantize(reference, all_by_keyword)
+    ours = fqlower.lower(keywords, reference.qconfig_map, reference.node_name_to_scope)
+    assert [skip.reason for skip in ours.log.skips] == []
+    expected = torch_lowering(reference)  # the same model with positional arguments
+    assert lowering_differences(expected, ours.module, (LINEAR_X,)) == []
+
+
+@pytest.mark.parametrize("pass_", ["static", "dynamic"])
+def test_regression_weight_with_float_zero_points_is_left_with_a_reason(pass_):
+    # torch packs such a weight: the packed weight cannot be unpacked, and the lowered
+    # model computes different values on every run.
+    qconfig = get_default_qconfig_mapping("fbgemm") if pass_ == "static" else QConfigMapping().set_global(default_dynamic_qconfig)
+    reference = reference_model(FunctionalLinear(), (LINEAR_X,), qconfig)
+
+    def float_zero_points(node, gm):
+        zero_point = node.args[2]
+        setattr(gm, zero_point.target, getattr(gm, zero_point.target).to(torch.float32) - 0.5)
+
+    gm = with_weight_quantize(reference, float_zero_points)
+    ours = fqlower.lower(gm, reference.qconfig_map, reference.node_name_to_scope)
+    reasons = [skip.reason for skip in ours.log.skips]
+    assert any("floating-point zero points" in reason for reason in reasons), reasons
+    assert torch.equal(ours.module(LINEAR_X), ours.module(LINEAR_X))
+    assert torch.equal(ours.module(LINEAR_X), gm(LINEAR_X)) or pass_ == "static"
+
+
+def unreadable_packed_weight():
+    weight = torch.quantize_per_channel(torch.randn(4, 4), torch.full((4,), 0.01), torch.full((4,), -0.5), 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(weight, None)
+
+
+def test_regression_unreadable_packed_weight_in_the_input_is_a_precise_error():
+    root = nn.Module()
+    root.packed = unreadable_packed_weight()
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    graph.output(graph.call_function(torch.ops.quantized.linear_dynamic, (x, graph.get_attr("packed"))))
+    gm = torch.fx.GraphModule(root, graph)
+    with pytest.raises(fqlower.UnsupportedInput, match="'packed': .*cannot be read back"):
+        fqlower.lower(gm)
+
+
+def test_regression_values_equal_on_unreadable_packed_weights_does_not_raise():
+    packed = unreadable_packed_weight()
+    assert values_equal(packed, packed)
+    assert not values_equal(packed, unreadable_packed_weight())

@@ -55,3 +55,42 @@ def test_regression_a_model_on_the_meta_device_is_refused_naming_the_tensor(refe
     with pytest.raises(UnsupportedInput, match=r"tensor 'fc1\.weight' is on meta; torch's quantized kernels run on the CPU"):
         fqlower.lower(model, reference.qconfig_map, reference.node_name_to_scope)
     assert snapshot.differences(model) == []
+
+
+class Traced(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(x).relu()
+
+
+def traced_with_stack_traces():
+    tracer = torch.fx.Tracer()
+    tracer.record_stack_traces = True
+    root = Traced()
+    return torch.fx.GraphModule(root, tracer.trace(root))
+
+
+def test_errors_name_the_source_line_fx_recorded_for_the_node():
+    gm = traced_with_stack_traces()
+    fc = next(n for n in gm.graph.nodes if n.op == "call_module")
+    fc.target = "gone"
+    with pytest.raises(UnsupportedInput) as raised:
+        fqlower.lower(gm)
+    text = str(raised.value)
+    assert "%fc was traced from:" in text
+    assert "return self.fc(x).relu()" in text  # the line of this file that made the node
+
+
+def test_errors_raised_inside_a_pass_keep_the_node_source():
+    gm = traced_with_stack_traces()
+    program = fqlower.from_fx(gm)
+    relu = next(node for node in program.nodes() if node.op == "call_method")
+    error = fqlower.IRError("something is wrong here", node=relu.name, program=program)
+    assert "return self.fc(x).relu()" in str(error)
+    assert "something is wrong here" in str(error)
+    # without a recorded trace there is no source section
+    bare = fqlower.from_fx(torch.fx.symbolic_trace(Traced()))
+    assert "traced from" not in str(fqlower.IRError("x", node="relu", program=bare))

@@ -19,6 +19,7 @@ import attrs
 import torch
 import torch.fx
 
+from fqlower.errors import UnsupportedInput
 from fqlower.fingerprint import describe, non_persistent_buffers
 
 
@@ -38,7 +39,12 @@ def values_equal(a: Any, b: Any) -> bool:
             return bool(torch.equal(a, b)) or bool(torch.allclose(a, b, rtol=0, atol=0, equal_nan=True))
         return bool(torch.equal(a, b))
     if isinstance(a, torch._C.ScriptObject) or isinstance(b, torch._C.ScriptObject):
-        return type(a) is type(b) and describe(a) == describe(b)
+        if a is b:
+            return True
+        try:
+            return type(a) is type(b) and describe(a) == describe(b)
+        except UnsupportedInput:  # one of them cannot be read back: nothing to compare
+            return False
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return type(a) is type(b) and len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b))
     if isinstance(a, Mapping) and isinstance(b, Mapping):

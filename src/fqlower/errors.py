@@ -8,32 +8,58 @@ repr wall.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fqlower.ir import Program
 
 CONTEXT_LINES = 3
+STACK_TRACE_FRAMES = 2  # the innermost frames of a node's FX stack trace outside the tracer
+TRACER_FRAME = f"{os.sep}torch{os.sep}fx{os.sep}"
 
 
 class FqlowerError(Exception):
     """Base class of every error fqlower raises on purpose."""
 
-    def __init__(self, message: str, *, node: str | None = None, program: Program | None = None):
+    def __init__(
+        self, message: str, *, node: str | None = None, program: Program | None = None, stack_trace: str | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.node = node
         self.program = program
+        self.stack_trace = stack_trace
 
     def __str__(self) -> str:
-        if self.program is None or self.node is None:
+        if self.node is None:
             return self.message
         from fqlower.ir import format_program_around
 
-        excerpt = format_program_around(self.program, self.node, CONTEXT_LINES)
-        if not excerpt:
-            return self.message
-        return f"{self.message}\n\n{excerpt}"
+        parts = [self.message]
+        excerpt = format_program_around(self.program, self.node, CONTEXT_LINES) if self.program is not None else ""
+        if excerpt:
+            parts.append(excerpt)
+        source = self.source()
+        if source:
+            parts.append(f"%{self.node} was traced from:\n{source}")
+        return "\n\n".join(parts)
+
+    def source(self) -> str | None:
+        """The last frames of the FX stack trace of the node at fault, when FX recorded one."""
+        trace = self.stack_trace
+        if trace is None and self.program is not None and self.node is not None and self.node in self.program:
+            trace = self.program.node(self.node).meta.get("stack_trace")
+        if not isinstance(trace, str) or not trace.strip():
+            return None
+        frames: list[list[str]] = []
+        for line in trace.rstrip().splitlines():
+            if line.lstrip().startswith('File "') or not frames:
+                frames.append([line.strip()])
+            else:
+                frames[-1].append("    " + line.strip())
+        users = [frame for frame in frames if TRACER_FRAME not in frame[0]] or frames
+        return "\n".join("  " + line for frame in users[-STACK_TRACE_FRAMES:] for line in frame)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep errors picklable (multiprocessing, pytest-xdist) without the program.

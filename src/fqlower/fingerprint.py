@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from fqlower.errors import ChangeLogError
+from fqlower.errors import ChangeLogError, UnsupportedInput
 from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, Ref
 from fqlower.names import qualified_name
 
@@ -128,7 +128,7 @@ def describe(value: Any, program: Program | None = None) -> Any:
     if isinstance(value, torch.nn.Module):
         return ("module", _memo("module", value, lambda: module_digest(value)))
     if isinstance(value, torch._C.ScriptObject):
-        return ("script", str(value._type()), describe(value.__getstate__(), program))
+        return ("script", str(value._type()), describe(_script_state(value), program))
     if isinstance(value, Build):
         return _memo("build", value, lambda: ("build", value.factory, describe(value.args, program), describe(value.kwargs, program)))
     if isinstance(value, Original):
@@ -139,6 +139,18 @@ def describe(value: Any, program: Program | None = None) -> Any:
     if isinstance(value, type) or callable(value):
         return ("callable", _name(value))
     return ("object", _name(type(value)), repr(value))
+
+
+def _script_state(value: torch._C.ScriptObject) -> Any:
+    try:
+        return value.__getstate__()
+    except RuntimeError as error:  # e.g. per-channel weights packed with float zero points
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UnsupportedInput(
+            f"a {value._type()} cannot be read back by torch ({first_line}); fqlower fingerprints "
+            "every value a model holds, so it cannot take this one (were its weights quantized "
+            "with non-integer zero points?)"
+        ) from None
 
 
 def module_digest(module: torch.nn.Module) -> str:
@@ -193,6 +205,9 @@ def fingerprint(program: Program) -> str:
         elif node.op == "get_attr":
             referenced.setdefault(node.target, program.constants.get(node.target))
     for path in sorted(referenced):
-        digest.update(f"@{path}={describe(referenced[path], program)!r}\n".encode())
+        try:
+            digest.update(f"@{path}={describe(referenced[path], program)!r}\n".encode())
+        except UnsupportedInput as error:
+            raise UnsupportedInput(f"{path!r}: {error.message}") from None
     digest.update(_memo("maps", program.qconfig, lambda: _maps_lines(program)))
     return digest.hexdigest()

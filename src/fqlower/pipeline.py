@@ -72,7 +72,7 @@ class Rule:
 
 
 def _with_context(error: FqlowerError, prefix: str, program: Program, node: str) -> FqlowerError:
-    return type(error)(f"{prefix}: {error.message}", node=error.node or node, program=error.program or program)
+    return type(error)(f"{prefix}: {error.message}", node=error.node or node, program=error.program or program, stack_trace=error.stack_trace)
 
 
 @attrs.frozen

@@ -96,6 +96,38 @@ def constant_qparams(program: Program, quantize: Node) -> tuple[Node, Node] | st
     return found[0], found[1]
 
 
+# weight quantizer -> positions of its zero point(s) and dtype arguments, with their keywords
+WEIGHT_QUANTIZER_ARGS = {
+    torch.quantize_per_tensor: ((2, "zero_point"), (3, "dtype")),
+    torch.quantize_per_channel: ((2, "zero_points"), (4, "dtype")),
+}
+
+
+def weight_dtype(node: Node) -> Any:
+    """The dtype a weight node produces: the dtype argument of quantize_per_tensor /
+    quantize_per_channel (by position or keyword), else the last positional argument
+    (`w.to(torch.float16)`); None when there is none."""
+    if node.op == "call_function" and node.target in WEIGHT_QUANTIZER_ARGS:
+        return node.arg(*WEIGHT_QUANTIZER_ARGS[node.target][1])
+    return node.args[-1] if len(node.args) > 1 else None
+
+
+def weight_quantization_problem(program: Program, weight: Node) -> str | None:
+    """Why a weight quantized by `weight` cannot be packed; None when it can."""
+    if weight_dtype(weight) is None:
+        return f"%{weight.name} names no dtype for the weight"
+    if weight.op != "call_function" or weight.target not in WEIGHT_QUANTIZER_ARGS:
+        return None
+    zero_point = node_of(program, weight.arg(*WEIGHT_QUANTIZER_ARGS[weight.target][0]))
+    value = program.constants.get(zero_point.target) if zero_point is not None and zero_point.op == "get_attr" else None
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return (
+            f"%{weight.name} quantizes the weight with floating-point zero points: torch would pack it "
+            "into a weight that cannot be read back and computes garbage"
+        )
+    return None
+
+
 def reroute_dequantized(value: Any, dequantized: dict[str, str]) -> Any:
     """`value` with every Ref to a dequantize node replaced by that node's input."""
     return map_arg(value, lambda ref: Ref(dequantized.get(ref.name, ref.name)))

@@ -22,7 +22,17 @@ import torch.nn.functional as F
 
 from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetTarget
 from fqlower.ir import FrozenDict, Node, Program, Ref
-from fqlower.passes.common import bindings, fresh_name, is_dequantize, module_of, node_of, produced_from_constants, qconfig_is_none
+from fqlower.passes.common import (
+    bindings,
+    fresh_name,
+    is_dequantize,
+    module_of,
+    node_of,
+    produced_from_constants,
+    qconfig_is_none,
+    weight_dtype,
+    weight_quantization_problem,
+)
 from fqlower.passes.prepack import bind, prepack_call
 from fqlower.patterns import DYNAMIC_FUNCTIONALS
 from fqlower.pipeline import Match, Miss, rule_pass
@@ -67,17 +77,20 @@ def match(program: Program, function: Node) -> Match | Miss | None:
     quantized_weight = node_of(program, program.node(params["weight"].name).args[0])
     if quantized_weight is None or not quantized_weight.args:
         return Miss(f"the weight of {function.name!r} is not quantized")
-    weight_dtype = quantized_weight.args[-1]
-    ops = DYNAMIC_FUNCTIONALS[function.target].get((activation_dtype, weight_dtype))
+    problem = weight_quantization_problem(program, quantized_weight)
+    if problem is not None:
+        return Miss(problem)
+    dtype = weight_dtype(quantized_weight)
+    ops = DYNAMIC_FUNCTIONALS[function.target].get((activation_dtype, dtype))
     if ops is None:
-        return Miss(f"no dynamic {function.target.__name__} for activation {activation_dtype} and weight {weight_dtype}")
+        return Miss(f"no dynamic {function.target.__name__} for activation {activation_dtype} and weight {dtype}")
     relu = fused_relu(program, function)
     if relu is not None and ops[1] is None:
         return Miss(f"no dynamic {function.target.__name__} fused with relu (relu {relu.name!r})")
     for role, source in (("weight", Ref(quantized_weight.name)), ("bias", params["bias"])):
         if isinstance(source, Ref) and not produced_from_constants(program, source.name):
             return Miss(f"the {role} of {function.name!r} is computed from the model's inputs, so it cannot be prepacked")
-    prepack = prepack_call(function.target, params, Ref(quantized_weight.name), weight_dtype)
+    prepack = prepack_call(function.target, params, Ref(quantized_weight.name), dtype)
     if isinstance(prepack, str):
         return Miss(f"{function.name!r}: {prepack}")
     return Match(
@@ -92,8 +105,8 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     dynamic = program.node(roles["dynamic_quantize"])
     quantized_weight = program.node(roles["weight_quantize"])
     pattern_input, activation_dtype, reduce_range = dynamic.args
-    plain_op, relu_op = DYNAMIC_FUNCTIONALS[function.target][(activation_dtype, quantized_weight.args[-1])]
-    prepack_op, prepack_args = prepack_call(function.target, bind(function), Ref(quantized_weight.name), quantized_weight.args[-1])
+    plain_op, relu_op = DYNAMIC_FUNCTIONALS[function.target][(activation_dtype, weight_dtype(quantized_weight))]
+    prepack_op, prepack_args = prepack_call(function.target, bind(function), Ref(quantized_weight.name), weight_dtype(quantized_weight))
     prepack_name = fresh_name(program, f"{function.name}_prepack")
     is_int8 = activation_dtype != torch.float16
     op_args = (pattern_input, Ref(prepack_name), reduce_range) if is_int8 else (pattern_input, Ref(prepack_name))

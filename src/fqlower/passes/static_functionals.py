@@ -29,6 +29,8 @@ from fqlower.passes.common import (
     node_of,
     produced_from_constants,
     qconfig_is_none,
+    weight_dtype,
+    weight_quantization_problem,
 )
 from fqlower.passes.prepack import bind, prepack_call
 from fqlower.passes.static_modules import relu_is_implied
@@ -59,7 +61,10 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
         name = source.name if isinstance(source, Ref) else source
         if isinstance(name, str) and not produced_from_constants(program, name):
             return Miss(f"the {role} of {function.name!r} is computed from the model's inputs, so it cannot be prepacked")
-    prepack = prepack_call(function.target, params, Ref(quantized_weight.name), quantized_weight.args[-1])
+    problem = weight_quantization_problem(program, quantized_weight)
+    if problem is not None:
+        return Miss(problem)
+    prepack = prepack_call(function.target, params, Ref(quantized_weight.name), weight_dtype(quantized_weight))
     if isinstance(prepack, str):
         return Miss(f"{function.name!r}: {prepack}")
     chain_end = relu or function
@@ -88,7 +93,7 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     function = program.node(roles["function"])
     quantize = program.node(roles["quantize"])
     prepack_op, prepack_args = prepack_call(
-        function.target, bind(function), Ref(roles["weight_quantize"]), program.node(roles["weight_quantize"]).args[-1]
+        function.target, bind(function), Ref(roles["weight_quantize"]), weight_dtype(program.node(roles["weight_quantize"]))
     )
     plain_op, relu_op = STATIC_FUNCTIONALS[function.target]
     relu = roles.get("relu")
