@@ -371,3 +371,33 @@ def test_regression_values_equal_on_unreadable_packed_weights_does_not_raise():
     packed = unreadable_packed_weight()
     assert values_equal(packed, packed)
     assert not values_equal(packed, unreadable_packed_weight())
+
+
+class ManyScopes(nn.Module):
+    """Functional linears in scopes whose graph order is not alphabetical, and more
+    than ten in one scope (`_packed_weight_10` sorts before `_packed_weight_2`)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.zeta, self.alpha = FunctionalLinear(), FunctionalLinear()
+        self.up0, self.up1 = nn.Parameter(torch.randn(6, 4)), nn.Parameter(torch.randn(6, 4))
+        self.weights = [f"w{index}" for index in range(11)]
+        for name in self.weights:
+            self.register_parameter(name, nn.Parameter(torch.randn(4, 4)))
+
+    def forward(self, x):
+        x = self.alpha(F.linear(self.zeta(F.linear(x, self.up0)), self.up1))
+        for name in self.weights:
+            x = F.linear(x, getattr(self, name))
+        return x
+
+
+def test_regression_packed_weights_come_in_torchs_state_dict_order():
+    x = torch.randn(5, 4)
+    reference = static(ManyScopes(), x)
+    theirs = torch_lowering(reference)
+    ours = lowered(reference).module
+    assert len([key for key in theirs.state_dict() if "packed" in key]) >= 13
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert lowering_differences(theirs, ours, (x,)) == []

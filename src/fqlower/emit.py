@@ -109,10 +109,12 @@ def _fx_arg(value: Any, env: dict[str, torch.fx.Node]) -> Any:
 
 
 def _save_packed_weights(module: torch.nn.Module, destination: dict, prefix: str, keep_vars: bool) -> None:
-    """state_dict hook: packed weights are ScriptObjects, which state_dict skips by itself."""
-    for name, value in vars(module).items():
-        if PACKED_WEIGHT_MARK in name and isinstance(value, torch._C.ScriptObject):
-            destination[prefix + name] = value
+    """state_dict hook: packed weights are ScriptObjects, which state_dict skips by itself.
+    They come in alphabetical order, as torch's hook (which walks `dir()`) gives them."""
+    attributes = vars(module)
+    for name in sorted(attributes):
+        if PACKED_WEIGHT_MARK in name and isinstance(attributes[name], torch._C.ScriptObject):
+            destination[prefix + name] = attributes[name]
 
 
 def _load_packed_weights(
