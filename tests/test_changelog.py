@@ -140,6 +140,10 @@ def test_local_functions_cannot_be_logged():
         ('{"kind":"header","schema":1', "line 1 is not valid JSON"),
         ('{"kind":"change"}', "not a header"),
         ('{"kind":"header","schema":99,"versions":{},"input":"","output":"","passes":[]}', "schema 99"),
+        ('{"kind":"header","schema":0,"versions":{},"input":"","output":"","passes":[]}', "schema 0, which no fqlower writes"),
+        ('{"kind":"header","schema":-1,"versions":{},"input":"","output":"","passes":[]}', "schema -1, which no fqlower writes"),
+        ('{"kind":"header","schema":true,"versions":{},"input":"","output":"","passes":[]}', "schema True, which no fqlower writes"),
+        ('{"kind":"header","schema":1.0,"versions":{},"input":"","output":"","passes":[]}', "schema 1.0, which no fqlower writes"),
         ('{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}\n{"kind":"nope"}', "unknown entry kind"),
         ('{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}\n{"kind":"skip","step":0}', "malformed"),
         (
@@ -154,7 +158,7 @@ def test_local_functions_cannot_be_logged():
             "unknown edit kind",
         ),
     ],
-    ids=["empty", "truncated", "no-header", "newer-schema", "unknown-entry", "missing-fields", "unknown-callable", "unknown-edit"],
+    ids=["empty", "truncated", "no-header", "newer-schema", "schema-0", "schema-negative", "schema-bool", "schema-float", "unknown-entry", "missing-fields", "unknown-callable", "unknown-edit"],
 )
 def test_bad_logs_are_refused_with_a_precise_message(text, message):
     with pytest.raises(ChangeLogError, match=message):
@@ -183,7 +187,7 @@ def hand_written_log(program: fqlower.Program) -> str:
 
 def test_replay_of_a_hand_written_log():
     program = tiny_program()
-    replayed = apply_log(program, ChangeLog.loads(hand_written_log(program)))
+    replayed = apply_log(program, ChangeLog.loads(hand_written_log(program)), trusted=True)
     assert "relu" not in replayed and replayed.node("add").args == (Ref("neg"), Ref("x"))
     x = torch.randn(2, 4)
     expected = torch.neg(program.modules["fc"](x)) + x + program.constants["offset"]
@@ -205,14 +209,14 @@ def test_replay_refuses_a_log_whose_pass_fingerprint_is_wrong():
         Header(log.header.input, log.header.output, (PassRecord("swap-relu", "0" * 64),)), log.entries
     )
     with pytest.raises(ReplayMismatch, match=r"after pass 0 \(swap-relu\)"):
-        apply_log(program, tampered)
+        apply_log(program, tampered, trusted=True)
 
 
 def test_replay_refuses_edits_that_do_not_apply_and_names_the_change():
     program = tiny_program()
     log = ChangeLog.loads(hand_written_log(program).replace('"name":"relu"}]', '"name":"fc"}]'))
     with pytest.raises(ReplayMismatch, match=r"change 1 \(swap-relu/relu-to-neg at 'relu'\) does not apply") as raised:
-        apply_log(program, log)
+        apply_log(program, log, trusted=True)
     assert "still used" in raised.value.message
 
 
@@ -231,3 +235,32 @@ def test_regression_a_non_integer_step_is_refused():
     )
     with pytest.raises(ChangeLogError, match="step must be an integer"):
         ChangeLog.loads(text)
+
+
+def test_an_untrusted_log_naming_a_callable_no_pass_writes_is_refused():
+    program = tiny_program()
+    log = ChangeLog.loads(hand_written_log(program))
+    with pytest.raises(ReplayMismatch, match=r"change 1 .* names torch\.neg, which no fqlower pass writes and the model does not call"):
+        apply_log(program, log)
+
+
+def test_an_untrusted_log_cannot_smuggle_a_factory_into_a_module_spec():
+    # A `$build` spec is called when the lowered model is built: a log with the right
+    # fingerprints could otherwise make fqlower call anything importable.
+    program = tiny_program()
+    spec = Build("builtins.exec", ("import os",))
+    after = apply(program, [SetModule("fc", spec)])
+    start, end = fqlower.fingerprint(program), fqlower.fingerprint(after)
+    text = "\n".join(
+        [
+            '{"kind":"header","schema":1,"versions":{},'
+            f'"input":"{start}","output":"{end}","passes":[["evil","{end}"]]}}',
+            '{"kind":"change","step":0,"pass":"evil","rule":"evil","anchor":"fc","bindings":{},"edits":['
+            '{"edit":"set_module","path":"fc","module":{"$build":"builtins.exec","args":{"$tuple":["import os"]},"kwargs":{"$dict":[]}}}]}',
+        ]
+    )
+    log = ChangeLog.loads(text)
+    with pytest.raises(ReplayMismatch, match="names builtins.exec"):
+        apply_log(program, log)
+    assert fqlower.fingerprint(apply_log(program, log, trusted=True)) == end  # the log itself is well-formed
+

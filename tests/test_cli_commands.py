@@ -380,3 +380,16 @@ def test_lowering_hook_restores_torchs_function_and_spares_other_threads():
         thread.join()
     assert calls == ["hook"] and isinstance(seen["result"], torch.fx.GraphModule)
     assert _CONVERT_MODULE.lower_to_fbgemm is original
+
+
+def test_replay_refuses_a_log_naming_foreign_callables_unless_trusted(work, tmp_path):
+    folder, _ = work
+    text = (folder / "changes.jsonl").read_text()
+    tampered = text.replace('"torch.ops.quantized.add_relu"', '"torch.neg"')
+    assert tampered != text
+    (tmp_path / "foreign.jsonl").write_text(tampered)
+    code, _, err = run("replay", folder / "ref.pt", tmp_path / "foreign.jsonl")
+    assert code == 1 and "names torch.neg, which no fqlower pass writes and the model does not call" in err
+    code, _, err = run("replay", folder / "ref.pt", tmp_path / "foreign.jsonl", "--trusted")
+    assert code == 1 and "torch.neg" not in err.splitlines()[-1]  # trusted: on to the structural hash check
+    assert "hashes to" in err

@@ -77,14 +77,17 @@ def replay(
     node_name_to_scope: Mapping[str, tuple[str, type]] | None = None,
     *,
     keep_original_weights: bool = False,
+    trusted: bool = False,
 ) -> Lowering:
     """Re-derive a lowering from its change log, without matching. Refuses (ReplayMismatch)
-    a log of another model, or one whose changes, hashes or fingerprints do not fit."""
+    a log of another model, one whose changes, hashes or fingerprints do not fit, and,
+    unless `trusted`, one naming a callable that no lowering pass writes and the model
+    does not call (see `fqlower.apply_log`)."""
     if isinstance(log, str):
         log = ChangeLog.loads(log)
     started = time.perf_counter()
     with gc_paused():
-        program = apply_log(from_fx(model, qconfig_map, node_name_to_scope), log)
+        program = apply_log(from_fx(model, qconfig_map, node_name_to_scope), log, trusted=trusted)
         module = _emit(program, log.changes, keep_original_weights)
     return Lowering(module, program, log, (("replay", time.perf_counter() - started),))
 

@@ -42,6 +42,7 @@ from fqlower.errors import ChangeLogError, FqlowerError, ReplayMismatch
 from fqlower.fingerprint import describe, digest_cache, fingerprint, node_line
 from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, Ref
 from fqlower.names import qualified_name, resolve
+from fqlower.vocabulary import model_vocabulary, names_in, pass_vocabulary
 
 SCHEMA = 1
 
@@ -364,10 +365,12 @@ def _header_from(data: dict[str, Any]) -> Header:
     if not isinstance(data, dict) or data.get("kind") != "header":
         raise ChangeLogError("change log line 1 is not a header")
     schema = data.get("schema")
-    if not isinstance(schema, int) or schema > SCHEMA:
+    if type(schema) is int and schema > SCHEMA:
         raise ChangeLogError(
             f"change log has schema {schema!r}; this fqlower reads schema {SCHEMA} and older: upgrade fqlower"
         )
+    if type(schema) is not int or schema < 1:
+        raise ChangeLogError(f"change log has schema {schema!r}, which no fqlower writes (schemas are 1 to {SCHEMA})")
     passes = data["passes"]
     well_formed = (
         isinstance(data["input"], str)
@@ -465,8 +468,14 @@ def record_change(before: Program, change: Change) -> tuple[Program, Change]:
     return after, attrs.evolve(change, matched=matched, produced=produced)
 
 
-def _replay_change(program: Program, change: Change, number: int) -> Program:
+def _replay_change(program: Program, change: Change, number: int, allowed: frozenset[str] | None) -> Program:
     label = f"change {number} ({change.pass_name}/{change.rule} at {change.anchor!r})"
+    unknown = sorted({name for name in names_in(change.edits) if name not in allowed}) if allowed is not None else ()
+    if unknown:
+        raise ReplayMismatch(
+            f"{label} names {', '.join(unknown)}, which no fqlower pass writes and the model does not call: "
+            "a change log is code when replayed, so fqlower refuses it (pass trusted=True for a log you trust)"
+        )
     try:
         matched = _subgraph_hash(program, [change.anchor, *change.bindings.values()])
     except Exception as error:
@@ -491,13 +500,18 @@ def _replay_change(program: Program, change: Change, number: int) -> Program:
 # --- replay ----------------------------------------------------------------------------------
 
 
-def apply_log(program: Program, log: ChangeLog) -> Program:
-    """Apply a log's edits without matching, checking every recorded fingerprint."""
+def apply_log(program: Program, log: ChangeLog, *, trusted: bool = False) -> Program:
+    """Apply a log's edits without matching, checking every recorded fingerprint.
+
+    Unless `trusted`, every callable the log names must be one a lowering pass writes
+    or the model calls already (`fqlower.vocabulary`): replaying a log runs what it
+    names. Logs of your own passes that introduce other callables need `trusted=True`.
+    """
     with digest_cache():
-        return _apply_log(program, log)
+        return _apply_log(program, log, trusted)
 
 
-def _apply_log(program: Program, log: ChangeLog) -> Program:
+def _apply_log(program: Program, log: ChangeLog, trusted: bool) -> Program:
     found = fingerprint(program)
     if found != log.header.input:
         raise ReplayMismatch(
@@ -511,10 +525,11 @@ def _apply_log(program: Program, log: ChangeLog) -> Program:
     if unknown_steps:
         raise ReplayMismatch(f"the log has changes for pass steps {sorted(unknown_steps)} that its header does not list")
     number = 0
+    allowed = None if trusted else pass_vocabulary() | model_vocabulary(program)
     for step, record in enumerate(log.header.passes):
         for change in changes_by_step.get(step, ()):
             number += 1
-            program = _replay_change(program, change, number)
+            program = _replay_change(program, change, number, allowed)
         found = fingerprint(program)
         if found != record.fingerprint:
             raise ReplayMismatch(

@@ -440,6 +440,7 @@ def _lowering_from(args: argparse.Namespace, reference: Any, log_path: str | Non
         reference.qconfig_map,
         reference.node_name_to_scope,
         keep_original_weights=getattr(args, "keep_original_weights", False),
+        trusted=getattr(args, "trusted", False),
     )
 
 
@@ -700,6 +701,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("log", metavar="LOG", help="change log written by `fqlower lower --log`")
     replay.add_argument("-o", "--output", metavar="OUT.pt", help="write the lowered module")
     replay.add_argument("--keep-original-weights", action="store_true", help="as torch's keep_original_weights")
+    replay.add_argument(
+        "--trusted",
+        action="store_true",
+        help="replay a log naming callables that no lowering pass writes (logs of your own passes); "
+        "replaying runs what a log names, so only for logs you trust",
+    )
     replay.set_defaults(handler=_replay_command, command_parser=replay)
 
     explain = commands.add_parser(
