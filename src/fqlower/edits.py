@@ -103,14 +103,14 @@ EDIT_TYPES: tuple[type, ...] = (AddNode, MoveNode, RemoveNode, SetArgs, SetTarge
 
 
 class _Draft:
-    """Evolvers over one program's tables while a batch of edits is checked and applied."""
+    """Mutations of one program's tables while a batch of edits is checked and applied."""
 
     def __init__(self, program: Program):
         self.program = program
         graph = program.graph
-        self.nodes = graph.nodes.evolver()
-        self.positions = graph.positions.evolver()
-        self.users = graph.users.evolver()
+        self.nodes = graph.nodes.mutate()
+        self.positions = graph.positions.mutate()
+        self.users = graph.users.mutate()
         self.modules = program.modules.evolver()
         self.constants = program.constants.evolver()
         self.serial = graph.next_serial
@@ -213,9 +213,9 @@ class _Draft:
         if users:
             raise self.fail(f"cannot remove node {edit.name!r}: still used by {sorted(users)}", edit.name)
         self.unlink(edit.name, node.refs())
-        self.nodes.remove(edit.name)
-        self.positions.remove(edit.name)
-        self.users.remove(edit.name)
+        del self.nodes[edit.name]
+        del self.positions[edit.name]
+        del self.users[edit.name]
 
     def set_args(self, edit: SetArgs) -> None:
         node = self.require_node(edit.name, "node")
@@ -267,9 +267,9 @@ class _Draft:
     def finish(self) -> Program:
         self.check_order()
         graph = Graph(
-            nodes=self.nodes.persistent(),
-            positions=self.positions.persistent(),
-            users=self.users.persistent(),
+            nodes=self.nodes.finish(),
+            positions=self.positions.finish(),
+            users=self.users.finish(),
             next_serial=self.serial,
         )
         return attrs.evolve(

@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
+import immutables
 import torch
 import torch.fx
 from pyrsistent import PMap, pmap
@@ -156,17 +158,21 @@ class Build:
 
 @attrs.frozen
 class Graph:
-    """Nodes by name, their order, and who uses whom."""
+    """Nodes by name, their order, and who uses whom.
 
-    nodes: PMap  # name -> Node
-    positions: PMap  # name -> Position
-    users: PMap  # name -> frozenset of user names (small sets: C-speed add/discard)
+    The tables are `immutables.Map`s (a hash array mapped trie in C): lookups and
+    batched updates cost a fraction of a pyrsistent PMap's, and every edit and match
+    does many. (`Program`'s own tables stay PMaps, which compare equal to dicts.)"""
+
+    nodes: immutables.Map  # name -> Node
+    positions: immutables.Map  # name -> Position
+    users: immutables.Map  # name -> frozenset of user names (small sets: C-speed add/discard)
     next_serial: int
 
     @functools.cached_property
     def order(self) -> tuple[str, ...]:
         """Node names in program order (sorted once per graph value)."""
-        return tuple(sorted(self.nodes.keys(), key=self.positions.__getitem__))
+        return tuple(name for name, _ in sorted(self.positions.items(), key=operator.itemgetter(1)))
 
 
 @attrs.frozen
@@ -386,6 +392,7 @@ def _from_fx(
                     f"node {node.name!r} uses {used!r}, which is not defined before it "
                     "(the graph fails torch.fx lint)",
                     node=node.name,
+                    stack_trace=node.meta.get("stack_trace"),
                 )
             users[used].add(node.name)
         if node.op == "call_module":
@@ -395,6 +402,7 @@ def _from_fx(
                 raise UnsupportedInput(
                     f"node {node.name!r} calls module {node.target!r}, which the model does not have",
                     node=node.name,
+                    stack_trace=node.meta.get("stack_trace"),
                 ) from None
         elif node.op == "get_attr":
             try:
@@ -403,15 +411,16 @@ def _from_fx(
                 raise UnsupportedInput(
                     f"node {node.name!r} reads attribute {node.target!r}, which the model does not have",
                     node=node.name,
+                    stack_trace=node.meta.get("stack_trace"),
                 ) from None
         nodes[node.name] = node
         positions[node.name] = (index,)
         users[node.name] = set()
 
     graph = Graph(
-        nodes=pmap(nodes),
-        positions=pmap(positions),
-        users=pmap({name: frozenset(used_by) for name, used_by in users.items()}),
+        nodes=immutables.Map(nodes),
+        positions=immutables.Map(positions),
+        users=immutables.Map({name: frozenset(used_by) for name, used_by in users.items()}),
         next_serial=len(nodes),
     )
     fx_graph = gm.graph
