@@ -715,3 +715,47 @@ def test_regression_float16_avg_pool3d_stays_float():
     result = fqlower.lower(gm)
     assert any("no float16 CPU kernel" in skip.reason for skip in result.log.skips)
     assert torch.equal(result.module(x_value), gm(x_value))
+
+
+# --- a dequantize of a float (found by the fuzzer) ------------------------------------------------
+
+
+def dequantize_reads_pool(extra_float_user: bool):
+    """NormPoolReshape with `dequantize_4` reading `pool` itself (its quantize is dead);
+    optionally `pool` also feeds a float add that the model returns."""
+    import zoo
+
+    case = zoo.case_by_id("NormPoolReshape-static_fbgemm").build()
+    gm = copy.deepcopy(case.module)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    nodes["dequantize_4"].args = (nodes["pool"],)
+    if extra_float_user:
+        output = nodes["output"]
+        with gm.graph.inserting_before(output):
+            plus_one = gm.graph.call_function(operator.add, (nodes["pool"], 1.0))
+        output.args = ((output.args[0], plus_one),)
+    gm.recompile()
+    return case, gm
+
+
+def test_regression_dequantize_and_size_users_take_the_rerouted_quantized_output():
+    # Was: the reroute of %pool was skipped because %dequantize_4 and %size also read
+    # it; downstream, quantized.linear then got a float. Both work on quantized
+    # tensors, and torch's lowering (which reroutes) is right here.
+    case, gm = dequantize_reads_pool(extra_float_user=False)
+    ours = fqlower.lower(gm, case.qconfig_map, case.node_name_to_scope)
+    assert [skip.reason for skip in ours.log.skips] == []
+    theirs = torch_lowering(ReferenceModel(gm, case.qconfig_map, case.node_name_to_scope, case.example_inputs))
+    assert lowering_differences(theirs, ours.module, case.example_inputs) == []
+
+
+def test_regression_a_dequantize_of_an_op_left_in_float_is_not_bypassed():
+    # %pool stays float (a float add reads it too), so bypassing %dequantize_4 for the
+    # flatten would hand the quantized linear after it a float tensor.
+    case, gm = dequantize_reads_pool(extra_float_user=True)
+    ours = fqlower.lower(gm, case.qconfig_map, case.node_name_to_scope)
+    reasons = [skip.reason for skip in ours.log.skips]
+    assert "%dequantize_4 dequantizes %pool, which computes in float: torch would hand %flatten a float tensor where it expects a quantized one" in reasons
+    out, expected = ours.module(*case.example_inputs), gm(*case.example_inputs)
+    for got, want in zip(out, expected):
+        assert (got - want).abs().max() <= 0.1 * want.abs().max() + 1e-3

@@ -223,7 +223,13 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
         return rule, Miss(f"%{ref.name} ({what}) has no quantized kernel: torch's lowered model would fail running it")
     if not is_quantize and (ref.op, ref.target) in NO_HALF_CPU_KERNEL:
         return rule, Miss(f"%{ref.name} has no float16 CPU kernel: rerouting it to read float16 would fail at run time")
-    others = [user for user in program.users(ref.name) if user != anchor.name]
+    float_input = next((node for node in dequantize if _computes_in_float(program, node.args[0])), None)
+    if float_input is not None:
+        return rule, Miss(
+            f"%{float_input.name} dequantizes %{float_input.args[0].name}, which computes in float: "
+            f"torch would hand %{ref.name} a float tensor where it expects a quantized one"
+        )
+    others = [user for user in program.users(ref.name) if user != anchor.name and not _reads_quantized(program, user)]
     if others:
         listed = ", ".join(f"%{user}" for user in others)
         return rule, Miss(f"%{ref.name} is also used by {listed}, which torch would hand its quantized output")
@@ -269,6 +275,30 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
             source_of_constant(program, zero_point.target),
         )
     return rule, Match(anchor.name, FrozenDict(roles), FrozenDict(facts))
+
+
+# methods that give the same answer on a quantized tensor as on its dequantized value
+QUANTIZED_SAFE_METHODS = frozenset({"dequantize", "size", "dim", "numel"})
+
+
+def _reads_quantized(program: Program, name: str) -> bool:
+    """True when node `name` works on the quantized output of a rerouted op as it
+    did on the float one (a dequantize, or a size query)."""
+    node = program.node(name)
+    return node.op == "call_method" and node.target in QUANTIZED_SAFE_METHODS
+
+
+def _computes_in_float(program: Program, arg: Any) -> bool:
+    """True when `arg` is the output of an op that reads a dequantized value and is no
+    quantize: an op left in float, whose output a dequantize cannot make quantized."""
+    if not isinstance(arg, Ref):
+        return False
+    node = program.node(arg.name)
+    if node.op not in ("call_function", "call_method", "call_module") or is_to_float16(node):
+        return False
+    if node.op == "call_function" and node.target in (torch.quantize_per_tensor, torch.quantize_per_channel):
+        return False
+    return any(_is_dequantize(program, used) for used in node.refs())
 
 
 def _is_dequantize(program: Program, name: str) -> bool:
