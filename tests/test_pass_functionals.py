@@ -401,3 +401,44 @@ def test_regression_packed_weights_come_in_torchs_state_dict_order():
     assert len([key for key in theirs.state_dict() if "packed" in key]) >= 13
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert lowering_differences(theirs, ours, (x,)) == []
+
+
+class FunctionalConvTranspose(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.weight = nn.Parameter(torch.randn(3, 4, 3, 3))
+        self.bias = nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        return F.conv_transpose2d(x, self.weight, self.bias, 1, 0, 0, 1, 1)
+
+
+def per_channel_conv_transpose():
+    from torch.ao.quantization import QConfig, default_observer, default_per_channel_weight_observer
+
+    qconfig = QConfig(activation=default_observer, weight=default_per_channel_weight_observer)
+    return reference_model(FunctionalConvTranspose(), (CONV_X,), QConfigMapping().set_global(qconfig))
+
+
+@pytest.fixture
+def engine():
+    saved = torch.backends.quantized.engine
+    yield lambda name: setattr(torch.backends.quantized, "engine", name)
+    torch.backends.quantized.engine = saved
+
+
+def test_regression_per_channel_transposed_conv_is_a_skip_where_the_engine_cannot_pack_it(engine):
+    # Was an EmitError at emit ("Per Channel Quantization is currently disabled for
+    # transposed conv"); fbgemm, x86 and onednn cannot pack it, qnnpack can.
+    reference = per_channel_conv_transpose()
+    engine("x86")
+    ours = lowered(reference)
+    assert [skip.reason for skip in ours.log.skips] == [
+        "%quantize_per_channel quantizes a transposed conv's weight per channel, which the x86 engine cannot pack "
+        "(only qnnpack can): torch would fail packing it"
+    ]
+    assert torch.equal(ours.module(CONV_X), reference.module(CONV_X))
+    engine("qnnpack")
+    packed = lowered(reference)
+    assert packed.log.skips == () and "quantized.conv_transpose2d" in packed.module.code

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from fqlower.ir import Build, FrozenDict, Node, Original, Program, Ref, map_arg
 from fqlower.names import qualified_name
@@ -103,6 +104,9 @@ WEIGHT_QUANTIZER_ARGS = {
 }
 
 
+TRANSPOSED_CONVS = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
+
+
 def weight_dtype(node: Node) -> Any:
     """The dtype a weight node produces: the dtype argument of quantize_per_tensor /
     quantize_per_channel (by position or keyword), else the last positional argument
@@ -112,12 +116,21 @@ def weight_dtype(node: Node) -> Any:
     return node.args[-1] if len(node.args) > 1 else None
 
 
-def weight_quantization_problem(program: Program, weight: Node) -> str | None:
-    """Why a weight quantized by `weight` cannot be packed; None when it can."""
+def weight_quantization_problem(program: Program, weight: Node, function: Any = None) -> str | None:
+    """Why a weight quantized by `weight` cannot be packed for `function`; None when it can.
+
+    Reads the quantized engine (`torch.backends.quantized.engine`), which decides at
+    emit time whether a packed weight can be built at all."""
     if weight_dtype(weight) is None:
         return f"%{weight.name} names no dtype for the weight"
     if weight.op != "call_function" or weight.target not in WEIGHT_QUANTIZER_ARGS:
         return None
+    engine = torch.backends.quantized.engine
+    if function in TRANSPOSED_CONVS and weight.target is torch.quantize_per_channel and engine != "qnnpack":
+        return (
+            f"%{weight.name} quantizes a transposed conv's weight per channel, which the {engine} engine "
+            "cannot pack (only qnnpack can): torch would fail packing it"
+        )
     zero_point = node_of(program, weight.arg(*WEIGHT_QUANTIZER_ARGS[weight.target][0]))
     value = program.constants.get(zero_point.target) if zero_point is not None and zero_point.op == "get_attr" else None
     if isinstance(value, torch.Tensor) and value.is_floating_point():

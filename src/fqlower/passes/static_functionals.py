@@ -61,7 +61,7 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
         name = source.name if isinstance(source, Ref) else source
         if isinstance(name, str) and not produced_from_constants(program, name):
             return Miss(f"the {role} of {function.name!r} is computed from the model's inputs, so it cannot be prepacked")
-    problem = weight_quantization_problem(program, quantized_weight)
+    problem = weight_quantization_problem(program, quantized_weight, function.target)
     if problem is not None:
         return Miss(problem)
     prepack = prepack_call(function.target, params, Ref(quantized_weight.name), weight_dtype(quantized_weight))
