@@ -141,6 +141,16 @@ def weight_quantization_problem(program: Program, weight: Node, function: Any = 
     return None
 
 
+def output_qparams_match(program: Program, quantize: Node, **roles: str | None) -> Match | Miss:
+    """A match anchored at `quantize`, binding it, `roles` and its output scale and
+    zero point; a Miss when those are not read from constants."""
+    qparams = constant_qparams(program, quantize)
+    if isinstance(qparams, str):
+        return Miss(qparams)
+    scale, zero_point = qparams
+    return Match(quantize.name, bindings(quantize=quantize.name, **roles, scale=scale.name, zero_point=zero_point.name))
+
+
 def reroute_dequantized(value: Any, dequantized: dict[str, str]) -> Any:
     """`value` with every Ref to a dequantize node replaced by that node's input."""
     return map_arg(value, lambda ref: Ref(dequantized.get(ref.name, ref.name)))

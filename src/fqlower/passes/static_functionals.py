@@ -21,14 +21,13 @@ import torch
 from fqlower.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetTarget
 from fqlower.ir import FrozenDict, Node, Program, Ref
 from fqlower.passes.common import (
-    quantized_op_behind,
-    bindings,
-    constant_qparams,
     fresh_name,
     is_dequantize,
     node_of,
+    output_qparams_match,
     produced_from_constants,
     qconfig_is_none,
+    quantized_op_behind,
     weight_dtype,
     weight_quantization_problem,
 )
@@ -70,21 +69,13 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     chain_end = relu or function
     if program.users(function.name) != (chain_end.name if relu else quantize.name,) or program.users(chain_end.name) != (quantize.name,):
         return Miss(f"the output of {function.name!r} is also used outside the quantized pattern")
-    qparams = constant_qparams(program, quantize)
-    if isinstance(qparams, str):
-        return Miss(qparams)
-    scale, zero_point = qparams
-    return Match(
-        quantize.name,
-        bindings(
-            quantize=quantize.name,
-            relu=relu.name if relu else None,
-            function=function.name,
-            input_dequantize=params["input"].name,
-            weight_quantize=quantized_weight.name,
-            scale=scale.name,
-            zero_point=zero_point.name,
-        ),
+    return output_qparams_match(
+        program,
+        quantize,
+        relu=relu.name if relu else None,
+        function=function.name,
+        input_dequantize=params["input"].name,
+        weight_quantize=quantized_weight.name,
     )
 
 

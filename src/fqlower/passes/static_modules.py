@@ -24,11 +24,10 @@ from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
 from fqlower.ir import Node, Program
 from fqlower.passes.common import (
     ModuleSwapPass,
-    bindings,
-    constant_qparams,
     from_reference,
     is_dequantize,
     module_of,
+    output_qparams_match,
     qconfig_is_none,
     quantized_op_behind,
     removable,
@@ -78,20 +77,12 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
         return Miss(f"{reference.name!r} takes other inputs than one positional tensor")
     if not is_dequantize(program, reference.args[0]):
         return Miss(f"the input of {reference.name!r} is not dequantized")
-    qparams = constant_qparams(program, quantize)
-    if isinstance(qparams, str):
-        return Miss(qparams)
-    scale, zero_point = qparams
-    return Match(
-        quantize.name,
-        bindings(
-            quantize=quantize.name,
-            relu=relu.name if relu else None,
-            reference=reference.name,
-            dequantize=reference.args[0].name,
-            scale=scale.name,
-            zero_point=zero_point.name,
-        ),
+    return output_qparams_match(
+        program,
+        quantize,
+        relu=relu.name if relu else None,
+        reference=reference.name,
+        dequantize=reference.args[0].name,
     )
 
 

@@ -13,14 +13,13 @@ from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
 from fqlower.ir import Node, Program
 from fqlower.passes.common import (
     ModuleSwapPass,
-    bindings,
-    constant_qparams,
     dequantize_sources,
     from_reference,
     is_dequantize,
     is_quantize_per_tensor,
     module_of,
     node_of,
+    output_qparams_match,
     qconfig_is_none,
     removable,
     reroute_dequantized,
@@ -47,14 +46,7 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
         return Miss(f"qconfig of {reference.name!r} is None")
     if len(reference.args) != 2 or reference.kwargs or not all(is_dequantize(program, arg) for arg in reference.args):
         return Miss(f"{reference.name!r} does not take exactly two dequantized positional inputs")
-    qparams = constant_qparams(program, quantize)
-    if isinstance(qparams, str):
-        return Miss(qparams)
-    scale, zero_point = qparams
-    return Match(
-        quantize.name,
-        bindings(quantize=quantize.name, reference=reference.name, scale=scale.name, zero_point=zero_point.name),
-    )
+    return output_qparams_match(program, quantize, reference=reference.name)
 
 
 def rewrite(program: Program, found: Match) -> list[Edit]:
