@@ -113,11 +113,22 @@ def lower_to_native_backend(
 
     Runs the default pipeline as `lower` does, but without the change log's fingerprints
     and structural hashes: only the module is returned, so nobody could read them."""
+    with gc_paused():
+        return _lower_module(model, qconfig_map, node_name_to_scope, keep_original_weights)
+
+
+def _lower_module(
+    model: torch.fx.GraphModule,
+    qconfig_map: Mapping[str, Any],
+    node_name_to_scope: Mapping[str, tuple[str, type]],
+    keep_original_weights: bool,
+) -> torch.fx.GraphModule:
+    # A function of its own so that the programs are freed before the collector is back
+    # on: its first young collection then scans the module alone, not every IR object.
     from fqlower.passes import default_pipeline
 
-    with gc_paused():
-        program = from_fx(model, qconfig_map, node_name_to_scope)
-        check_on_cpu(program)
-        with without_change_hashes():
-            result = default_pipeline().run(program)
-        return _emit(result.program, result.changes, keep_original_weights)
+    program = from_fx(model, qconfig_map, node_name_to_scope)
+    check_on_cpu(program)
+    with without_change_hashes():
+        result = default_pipeline().run(program)
+    return _emit(result.program, result.changes, keep_original_weights)

@@ -223,14 +223,14 @@ class _Draft:
         used = self.check_inputs(edit.name, edit.args, kwargs)
         self.unlink(edit.name, node.refs())
         self.link(edit.name, used)
-        self.nodes[edit.name] = attrs.evolve(node, args=tuple(edit.args), kwargs=kwargs)
+        self.nodes[edit.name] = _node(node, node.op, node.target, tuple(edit.args), kwargs, node.meta)
 
     def set_target(self, edit: SetTarget) -> None:
         node = self.require_node(edit.name, "node")
         if "output" in (node.op, edit.op) and node.op != edit.op:
             raise self.fail(f"node {edit.name!r}: cannot turn {node.op} into {edit.op}", edit.name)
         self.check_target(edit.name, edit.op, edit.target)
-        self.nodes[edit.name] = attrs.evolve(node, op=edit.op, target=edit.target)
+        self.nodes[edit.name] = _node(node, edit.op, edit.target, node.args, node.kwargs, node.meta)
 
     def replace_uses(self, edit: ReplaceUses) -> None:
         self.require_node(edit.old, "node whose uses are replaced,")
@@ -243,13 +243,13 @@ class _Draft:
 
         for user in moved:
             node = self.nodes[user]
-            self.nodes[user] = attrs.evolve(node, args=map_arg(node.args, swap), kwargs=map_arg(node.kwargs, swap))
+            self.nodes[user] = _node(node, node.op, node.target, map_arg(node.args, swap), map_arg(node.kwargs, swap), node.meta)
         self.users[edit.old] = self.users[edit.old].difference(moved)
         self.users[edit.new] = self.users[edit.new].union(moved)
 
     def set_meta(self, edit: SetMeta) -> None:
         node = self.require_node(edit.name, "node")
-        self.nodes[edit.name] = attrs.evolve(node, meta=node.meta.set(edit.key, edit.value))
+        self.nodes[edit.name] = _node(node, node.op, node.target, node.args, node.kwargs, node.meta.set(edit.key, edit.value))
 
     def set_module(self, edit: SetModule) -> None:
         if not isinstance(edit.module, (torch.nn.Module, Build)):
@@ -275,6 +275,11 @@ class _Draft:
         return attrs.evolve(
             self.program, graph=graph, modules=self.modules.persistent(), constants=self.constants.persistent()
         )
+
+
+def _node(node: Node, op: str, target: Any, args: tuple[Any, ...], kwargs: FrozenDict, meta: FrozenDict) -> Node:
+    """`node` with these fields (attrs.evolve, without its per-call field introspection)."""
+    return Node(node.name, op, target, args, kwargs, meta, node.type)
 
 
 def _check_path(draft: _Draft, path: str) -> None:

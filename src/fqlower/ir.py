@@ -44,7 +44,9 @@ class FrozenDict(Mapping[str, Any]):
     __slots__ = ("_items", "_dict")
 
     def __init__(self, items: Iterable[tuple[Any, Any]] | Mapping[Any, Any] = ()):
-        pairs = tuple(items.items() if isinstance(items, Mapping) else items)
+        # type(...) is dict first: isinstance against the Mapping ABC is slow, and
+        # every imported node makes two of these
+        pairs = tuple(items.items() if type(items) is dict or isinstance(items, Mapping) else items)
         self._items = pairs
         self._dict = dict(pairs)
 
@@ -287,8 +289,13 @@ def refs_in(value: Any) -> Iterator[Ref]:
         yield from refs_in((value.start, value.stop, value.step))
 
 
+_ATOMS = frozenset({int, float, str, bool, type(None)})
+
+
 def import_arg(value: Any) -> Any:
     """An FX argument as an IR value (fx.Node -> Ref, list -> ListArg, dict -> FrozenDict)."""
+    if type(value) in _ATOMS:  # fast path: most arguments are nodes or plain numbers
+        return value
     if isinstance(value, torch.fx.Node):
         return Ref(value.name)
     if isinstance(value, tuple):
