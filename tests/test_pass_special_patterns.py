@@ -698,15 +698,23 @@ def test_a_right_call_is_not_missed():
         assert_equals_torch(gm, X)
 
 
-def test_regression_float16_avg_pool3d_stays_float():
-    """Static fp16: torch reroutes avg_pool3d to read float16, which has no CPU kernel
+@pytest.mark.parametrize("form", ["function", "module"])
+def test_regression_float16_avg_pool3d_stays_float(form):
+    """Static fp16: torch reroutes avg_pool3d (F.avg_pool3d or nn.AvgPool3d, the latter
+    found by the generator sweep) to read float16, which has no CPU kernel
     ("avg_pool3d_out_frame" not implemented for 'Half'); fqlower leaves it, with the reason."""
+    root = torch.nn.Module()
+    root.pool = torch.nn.AvgPool3d(2)
     graph = torch.fx.Graph()
     x = graph.placeholder("x")
     half = graph.call_method("to", (x, torch.float16))
-    pooled = graph.call_function(torch._C._nn.avg_pool3d, (graph.call_method("dequantize", (half,)), 2))
+    dequantized = graph.call_method("dequantize", (half,))
+    if form == "function":
+        pooled = graph.call_function(torch._C._nn.avg_pool3d, (dequantized, 2))
+    else:
+        pooled = graph.call_module("pool", (dequantized,))
     graph.output(graph.call_method("dequantize", (graph.call_method("to", (pooled, torch.float16)),)))
-    gm = torch.fx.GraphModule(torch.nn.Module(), graph)
+    gm = torch.fx.GraphModule(root, graph)
     x_value = torch.randn(1, 2, 4, 4, 4)
     from torch.ao.quantization.fx._lower_to_native_backend import _lower_to_native_backend
 

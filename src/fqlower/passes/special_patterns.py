@@ -46,6 +46,7 @@ from typing import Any
 import attrs
 import torch
 import torch.ao.nn.quantized as nnq
+import torch.nn as nn
 from torch.ao.quantization.quantization_mappings import DEFAULT_FLOAT_TO_QUANTIZED_OPERATOR_MAPPINGS
 
 from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetModule, SetTarget
@@ -64,6 +65,7 @@ Outcome = tuple[str, "Match | Miss"]
 # family members with no float16 kernel on the CPU (torch 2.13), which a
 # `.to(torch.float16)` anchor would make read float16 values
 NO_HALF_CPU_KERNEL: frozenset[tuple[str, Any]] = frozenset({("call_function", torch._C._nn.avg_pool3d)})
+NO_HALF_CPU_KERNEL_MODULES: tuple[type, ...] = (nn.AvgPool3d,)
 
 NO_QUANTIZED_KERNEL: frozenset[tuple[str, Any]] = frozenset(
     {("call_function", operator.floordiv), ("call_method", "sigmoid_"), ("call_method", "tanh_")}
@@ -221,7 +223,7 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
     if is_quantize and (ref.op, ref.target) in NO_QUANTIZED_KERNEL:
         what = ref.target if ref.op == "call_method" else ref.target.__name__
         return rule, Miss(f"%{ref.name} ({what}) has no quantized kernel: torch's lowered model would fail running it")
-    if not is_quantize and (ref.op, ref.target) in NO_HALF_CPU_KERNEL:
+    if not is_quantize and ((ref.op, ref.target) in NO_HALF_CPU_KERNEL or isinstance(module, NO_HALF_CPU_KERNEL_MODULES)):
         return rule, Miss(f"%{ref.name} has no float16 CPU kernel: rerouting it to read float16 would fail at run time")
     float_input = next((node for node in dequantize if _computes_in_float(program, node.args[0])), None)
     if float_input is not None:
