@@ -75,7 +75,7 @@ def match(program: Program, function: Node) -> Match | Miss | None:
         return Miss(f"{dynamic.name!r} does not pass (input, dtype, reduce_range) by position")
     activation_dtype = dynamic.args[1]
     quantized_weight = node_of(program, program.node(params["weight"].name).args[0])
-    if quantized_weight is None or not quantized_weight.args:
+    if quantized_weight is None or not (quantized_weight.args or quantized_weight.kwargs):
         return Miss(f"the weight of {function.name!r} is not quantized")
     problem = weight_quantization_problem(program, quantized_weight)
     if problem is not None:
