@@ -11,8 +11,8 @@ import zoo
 
 import fqlower
 from fqlower import UnsupportedInput
-from fqlower.compare import ModelSnapshot
-from fqlower.reference import torch_lowering
+from fqlower.compare import ModelSnapshot, lowering_differences
+from fqlower.reference import ReferenceModel, torch_lowering
 
 CASE = "TwoLayerLinear-static_fbgemm"
 
@@ -94,3 +94,50 @@ def test_errors_raised_inside_a_pass_keep_the_node_source():
     # without a recorded trace there is no source section
     bare = fqlower.from_fx(torch.fx.symbolic_trace(Traced()))
     assert "traced from" not in str(fqlower.IRError("x", node="relu", program=bare))
+
+
+def edited(reference, edit):
+    gm = copy.deepcopy(reference.module)
+    edit(gm, {node.name: node for node in gm.graph.nodes})
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
+def inline_output_scale(gm, nodes):
+    quantize = nodes["quantize_per_tensor_1"]
+    quantize.args = (quantize.args[0], float(gm.fc1_scale_0), *quantize.args[2:])
+
+
+def computed_output_scale(gm, nodes):
+    quantize = nodes["quantize_per_tensor_1"]
+    with gm.graph.inserting_before(quantize):
+        doubled = gm.graph.call_function(torch.mul, (quantize.args[1], 2.0))
+    quantize.args = (quantize.args[0], doubled, *quantize.args[2:])
+
+
+@pytest.mark.parametrize("edit", [inline_output_scale, computed_output_scale], ids=["literal", "computed"])
+def test_a_quantize_whose_scale_is_not_a_constant_is_left_with_a_reason(reference, edit):
+    gm = edited(reference, edit)
+    snapshot = ModelSnapshot.of(gm)
+    lowering = fqlower.lower(gm, reference.qconfig_map, reference.node_name_to_scope)
+    assert snapshot.differences(gm) == []
+    assert "the output scale of 'quantize_per_tensor_1' is not read from a constant" in [skip.reason for skip in lowering.log.skips]
+    (x,) = reference.example_inputs
+    expected = gm(x)
+    assert (lowering.module(x) - expected).abs().max() <= 0.05 * expected.abs().max()
+
+
+def test_a_quantize_with_several_users_lowers_for_each_of_them(reference):
+    # the first layer's output quantize also feeds a second dequantize that is returned
+    def second_reader(gm, nodes):
+        quantize, output = nodes["quantize_per_tensor_1"], nodes["output"]
+        with gm.graph.inserting_before(output):
+            again = gm.graph.call_method("dequantize", (quantize,))
+        output.args = ((output.args[0], again),)
+
+    gm = edited(reference, second_reader)
+    lowering = fqlower.lower(gm, reference.qconfig_map, reference.node_name_to_scope)
+    theirs = torch_lowering(ReferenceModel(gm, reference.qconfig_map, reference.node_name_to_scope, reference.example_inputs))
+    assert lowering_differences(theirs, lowering.module, reference.example_inputs) == []
+    assert type(lowering.module.fc1).__module__.startswith("torch.ao.nn.quantized")
