@@ -12,6 +12,7 @@ import zoo
 import fqlower
 from fqlower import UnsupportedInput
 from fqlower.compare import ModelSnapshot, lowering_differences
+from fqlower.explain import explain
 from fqlower.reference import ReferenceModel, torch_lowering
 
 CASE = "TwoLayerLinear-static_fbgemm"
@@ -27,6 +28,14 @@ def test_a_float_model_that_was_never_quantized_lowers_to_itself():
     result = fqlower.lower(case.module)
     assert result.log.changes == ()
     assert fqlower.fingerprint(result.program) == fqlower.fingerprint(fqlower.from_fx(case.module))
+    text = explain(result, case.module).format()
+    assert text.startswith("nothing to lower: the model has no quantize or dequantize node (was it quantized?")
+    assert "coverage: 0 of" in text
+
+
+def test_a_fully_lowered_model_is_not_called_never_quantized(reference):
+    lowering = fqlower.lower(reference.module, reference.qconfig_map, reference.node_name_to_scope)
+    assert not explain(lowering, reference.module).never_quantized
 
 
 @pytest.mark.parametrize(

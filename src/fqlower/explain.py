@@ -167,6 +167,12 @@ class Coverage:
 class Explanation:
     leftovers: tuple[Leftover, ...]
     coverage: Coverage | None
+    changes: int | None = None  # rewrites in the log; None when unknown
+
+    @property
+    def never_quantized(self) -> bool:
+        """True for a model with no quantize/dequantize node that nothing was lowered in."""
+        return not self.leftovers and self.changes == 0
 
     @property
     def problems(self) -> tuple[Leftover, ...]:
@@ -187,6 +193,11 @@ class Explanation:
             f"{len(boundaries)} at model inputs, outputs or float-in/out native ops"
         )
         lines = [summary]
+        if self.never_quantized:
+            lines = [
+                "nothing to lower: the model has no quantize or dequantize node (was it quantized? "
+                "prepare_fx, calibrate, then convert_to_reference_fx make the reference model fqlower lowers)"
+            ]
         for leftover in problems:
             lines.append(f"  {leftover.description}")
             if leftover.pattern is not None:
@@ -581,6 +592,7 @@ def explain(lowering: Lowering, reference: torch.fx.GraphModule | None = None) -
     return Explanation(
         leftovers=tuple(leftovers),
         coverage=coverage(lowering, start) if start is not None else None,
+        changes=len(lowering.log.changes),
     )
 
 
