@@ -655,6 +655,13 @@ def _reference_arguments(parser: argparse.ArgumentParser, required: bool = True)
     parser.add_argument("--maps", metavar="MAPS", help="torch.save'd dict with qconfig_map and node_name_to_scope (default: REFERENCE's stem + .maps.pt, if present)")
 
 
+def _input_arguments(parser: argparse.ArgumentParser, which: str) -> None:
+    """--input-shape / --inputs / --seed: the example inputs a command runs on."""
+    parser.add_argument("--input-shape", type=_shape, action="append", metavar="SHAPE", help=f"shape of a random input {which}; repeat for several inputs")
+    parser.add_argument("--inputs", metavar="FILE", help="torch.save'd inputs (a tensor or a tuple)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fqlower",
@@ -682,9 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     _reference_arguments(lower, required=False)
     lower.add_argument("--model", metavar="PATH.py[:NAME]", help="a Python file defining a module class or a model() factory")
     lower.add_argument("--qconfig", choices=QCONFIGS, help="quantization recipe for --model (default: fbgemm)")
-    lower.add_argument("--input-shape", type=_shape, action="append", metavar="SHAPE", help="shape of a random example input for --model, e.g. 1,3,32,32; repeat for several inputs")
-    lower.add_argument("--inputs", metavar="FILE", help="torch.save'd example input (a tensor or a tuple) for --model")
-    lower.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: %(default)s)")
+    _input_arguments(lower, "for --model, e.g. 1,3,32,32")
     lower.add_argument("--save-reference", metavar="REF.pt", help="also write --model's reference model to REF.pt and its maps to REF.maps.pt")
     lower.add_argument("-o", "--output", metavar="OUT.pt", help="write the lowered module (torch.save; torch.load(..., weights_only=False) reads it)")
     lower.add_argument("--log", metavar="LOG.jsonl", help="write the change log")
@@ -729,9 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     _reference_arguments(bisect)
     bisect.add_argument("log", metavar="LOG", help="change log to bisect")
     bisect.add_argument("--tolerance", type=float, required=True, metavar="T", help="largest acceptable output difference")
-    bisect.add_argument("--input-shape", type=_shape, action="append", metavar="SHAPE", help="shape of a random input; repeat for several inputs (default: the maps file's example inputs)")
-    bisect.add_argument("--inputs", metavar="FILE", help="torch.save'd inputs (a tensor or a tuple)")
-    bisect.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: %(default)s)")
+    _input_arguments(bisect, "(default: the maps file's example inputs)")
     bisect.set_defaults(handler=_bisect_command, command_parser=bisect)
 
     diff = commands.add_parser(
