@@ -64,11 +64,18 @@ Matcher = Callable[[Program, Node], "Match | Miss | None"]
 Rewriter = Callable[[Program, Match], Iterable[Edit]]
 
 
+Candidate = Callable[[Node], bool]
+
+
 @attrs.frozen
 class Rule:
+    """`candidate`, when given, is a cheap test of a node alone that holds for every
+    node `match` answers (Match or Miss) for: the driver calls `match` only on those."""
+
     name: str
     match: Matcher
     rewrite: Rewriter
+    candidate: Candidate | None = None
 
 
 def _with_context(error: FqlowerError, prefix: str, program: Program, node: str) -> FqlowerError:
@@ -85,10 +92,12 @@ class RulePass:
     def run(self, program: Program) -> PassResult:
         entries: list[Entry] = []
         for name in program.graph.order:
-            if name not in program:  # removed by an earlier rewrite of this pass
+            node = program.graph.nodes.get(name)
+            if node is None:  # removed by an earlier rewrite of this pass
                 continue
             for rule in self.rules:
-                node = program.node(name)
+                if rule.candidate is not None and not rule.candidate(node):
+                    continue
                 outcome = rule.match(program, node)
                 if outcome is None:
                     continue
@@ -106,9 +115,9 @@ class RulePass:
         return PassResult(program, tuple(entries))
 
 
-def rule_pass(name: str, match: Matcher, rewrite: Rewriter) -> RulePass:
+def rule_pass(name: str, match: Matcher, rewrite: Rewriter, candidate: Candidate | None = None) -> RulePass:
     """A one-rule pass whose rule has the pass's name."""
-    return RulePass(name, (Rule(name, match, rewrite),))
+    return RulePass(name, (Rule(name, match, rewrite, candidate),))
 
 
 # --- instruments -----------------------------------------------------------------------------

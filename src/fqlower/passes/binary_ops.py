@@ -41,6 +41,7 @@ from fqlower.passes.common import (
     quantized_op_behind,
     bindings,
     is_dequantize,
+    is_quantize_per_tensor,
     qconfig_is_none,
     reroute_dequantized,
 )
@@ -146,4 +147,4 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     return edits
 
 
-LOWER_BINARY_OPS = rule_pass("lower-binary-ops", match, rewrite)
+LOWER_BINARY_OPS = rule_pass("lower-binary-ops", match, rewrite, is_quantize_per_tensor)

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from fqlower.ir import Build, FrozenDict, Node, Original, Program, Ref, map_arg
 from fqlower.names import qualified_name
 from fqlower.patterns import RELU_FUNCTIONS
-from fqlower.pipeline import Match, Matcher, Miss, PassResult, Rewriter, rule_pass
+from fqlower.pipeline import Candidate, Match, Matcher, Miss, PassResult, Rewriter, rule_pass
 
 
 def node_of(program: Program, arg: Any) -> Node | None:
@@ -32,6 +32,18 @@ def is_dequantize(program: Program, arg: Any) -> bool:
 
 def is_quantize_per_tensor(node: Node) -> bool:
     return node.op == "call_function" and node.target is torch.quantize_per_tensor
+
+
+def is_call_module(node: Node) -> bool:
+    return node.op == "call_module"
+
+
+def is_call_function(node: Node) -> bool:
+    return node.op == "call_function"
+
+
+def is_call_method(node: Node) -> bool:
+    return node.op == "call_method"
 
 
 def qconfig_is_none(program: Program, name: str) -> bool:
@@ -238,7 +250,8 @@ class ModuleSwapPass:
     name: str
     match: Matcher
     rewrite: Rewriter
+    candidate: Candidate | None = None
 
     def run(self, program: Program) -> PassResult:
         guarded = functools.partial(_unshared, self.match, module_call_sites(program))
-        return rule_pass(self.name, guarded, self.rewrite).run(program)
+        return rule_pass(self.name, guarded, self.rewrite, self.candidate).run(program)

@@ -25,6 +25,7 @@ from fqlower.ir import FrozenDict, Node, Program, Ref
 from fqlower.passes.common import (
     bindings,
     fresh_name,
+    is_call_function,
     is_dequantize,
     module_of,
     node_of,
@@ -121,4 +122,4 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     return edits
 
 
-LOWER_DYNAMIC_FUNCTIONALS = rule_pass("lower-dynamic-functionals", match, rewrite)
+LOWER_DYNAMIC_FUNCTIONALS = rule_pass("lower-dynamic-functionals", match, rewrite, is_call_function)

@@ -19,7 +19,7 @@ import torch
 from fqlower.edits import Edit, SetArgs, SetModule
 from fqlower.ir import Build, Node, Program, Ref
 from fqlower.names import qualified_name
-from fqlower.passes.common import bindings, from_reference, module_of, node_of, reroute_dequantized, source_of_module
+from fqlower.passes.common import bindings, from_reference, is_call_module, module_of, node_of, reroute_dequantized, source_of_module
 from fqlower.patterns import DYNAMIC_FUSED_MODULES, DYNAMIC_MODULES
 from fqlower.pipeline import Match, Miss, rule_pass
 
@@ -82,4 +82,4 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     return [SetModule(reference.target, from_reference(quantized_class(module), source_of_module(program, reference.target))), reroute]
 
 
-LOWER_DYNAMIC_MODULES = rule_pass("lower-dynamic-modules", match, rewrite)
+LOWER_DYNAMIC_MODULES = rule_pass("lower-dynamic-modules", match, rewrite, is_call_module)

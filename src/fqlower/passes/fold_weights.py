@@ -104,4 +104,4 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     return edits
 
 
-FOLD_WEIGHTS = RulePass("fold-weights", (Rule(SCOPED, match_scoped, rewrite), Rule(UNSCOPED, match_unscoped, rewrite)))
+FOLD_WEIGHTS = RulePass("fold-weights", (Rule(SCOPED, match_scoped, rewrite, is_prepack), Rule(UNSCOPED, match_unscoped, rewrite, is_prepack)))

@@ -443,6 +443,11 @@ def rewrite_quantized_op(program: Program, found: Match) -> list[Edit]:
 REWRITES = {SWAP_MODULE: rewrite_swap_module, QUANTIZED_OP: rewrite_quantized_op, REROUTE: rewrite_reroute}
 
 
+def is_anchor(node: Node) -> bool:
+    """What `classify` looks at: a quantize_per_tensor or a `.to(torch.float16)`."""
+    return (node.op == "call_function" and node.target is torch.quantize_per_tensor) or is_to_float16(node)
+
+
 def _match(rule: str, start: PassStart, program: Program, node: Node) -> Match | Miss | None:
     outcome = classify(start, program, node)
     return outcome[1] if outcome is not None and outcome[0] == rule else None
@@ -455,7 +460,7 @@ class SpecialPatterns:
     name: str = "lower-special-patterns"
 
     def rules(self, start: PassStart) -> tuple[Rule, ...]:
-        return tuple(Rule(rule, functools.partial(_match, rule, start), REWRITES[rule]) for rule in REWRITES)
+        return tuple(Rule(rule, functools.partial(_match, rule, start), REWRITES[rule], is_anchor) for rule in REWRITES)
 
     def run(self, program: Program) -> PassResult:
         return RulePass(self.name, self.rules(PassStart.of(program))).run(program)

@@ -23,6 +23,7 @@ from fqlower.ir import FrozenDict, Node, Program, Ref
 from fqlower.passes.common import (
     fresh_name,
     is_dequantize,
+    is_quantize_per_tensor,
     node_of,
     output_qparams_match,
     produced_from_constants,
@@ -107,4 +108,4 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     return edits
 
 
-LOWER_STATIC_FUNCTIONALS = rule_pass("lower-static-functionals", match, rewrite)
+LOWER_STATIC_FUNCTIONALS = rule_pass("lower-static-functionals", match, rewrite, is_quantize_per_tensor)

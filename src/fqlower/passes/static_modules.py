@@ -26,6 +26,7 @@ from fqlower.passes.common import (
     ModuleSwapPass,
     from_reference,
     is_dequantize,
+    is_quantize_per_tensor,
     module_of,
     output_qparams_match,
     qconfig_is_none,
@@ -111,4 +112,4 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     return edits
 
 
-LOWER_STATIC_MODULES = ModuleSwapPass("lower-static-modules", match, rewrite)
+LOWER_STATIC_MODULES = ModuleSwapPass("lower-static-modules", match, rewrite, is_quantize_per_tensor)

@@ -23,7 +23,7 @@ import builtins
 
 from fqlower.edits import Edit, SetArgs
 from fqlower.ir import Node, Program, Ref
-from fqlower.passes.common import bindings, is_dequantize
+from fqlower.passes.common import bindings, is_call_function, is_call_method, is_dequantize
 from fqlower.pipeline import Match, Miss, Rule, RulePass
 
 TENSOR_INFO_METHODS = ("shape", "size")
@@ -70,7 +70,7 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
 LOWER_TENSOR_METADATA = RulePass(
     "lower-tensor-metadata",
     (
-        Rule("getattr-tensor-metadata", match_getattr, rewrite),
-        Rule("get-tensor-info", match_tensor_info, rewrite),
+        Rule("getattr-tensor-metadata", match_getattr, rewrite, is_call_function),
+        Rule("get-tensor-info", match_tensor_info, rewrite, is_call_method),
     ),
 )

@@ -71,4 +71,4 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     return edits
 
 
-LOWER_TWO_INPUT_MODULES = ModuleSwapPass("lower-two-input-modules", match, rewrite)
+LOWER_TWO_INPUT_MODULES = ModuleSwapPass("lower-two-input-modules", match, rewrite, is_quantize_per_tensor)

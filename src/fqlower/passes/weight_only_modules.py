@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fqlower.edits import Edit, SetModule
 from fqlower.ir import Node, Program
-from fqlower.passes.common import bindings, from_reference, module_of, source_of_module
+from fqlower.passes.common import bindings, from_reference, is_call_module, module_of, source_of_module
 from fqlower.patterns import WEIGHT_ONLY_MODULES
 from fqlower.pipeline import Match, rule_pass
 
@@ -28,4 +28,4 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     return [SetModule(reference.target, from_reference(quantized, source_of_module(program, reference.target)))]
 
 
-LOWER_WEIGHT_ONLY_MODULES = rule_pass("lower-weight-only-modules", match, rewrite)
+LOWER_WEIGHT_ONLY_MODULES = rule_pass("lower-weight-only-modules", match, rewrite, is_call_module)
