@@ -52,6 +52,24 @@ def lower(
 
 def check_on_cpu(program: Program) -> None:
     """Quantized kernels are CPU kernels: name the first tensor that is elsewhere."""
+    if not _all_on_cpu(program):
+        _name_first_off_cpu(program)
+
+
+def _all_on_cpu(program: Program) -> bool:
+    """The quick answer: every module's own parameters and buffers, and every tensor constant."""
+    for value in (*program.modules.values(), *program.constants.values()):
+        if isinstance(value, torch.nn.Module):
+            for module in value.modules():
+                for tensor in (*module._parameters.values(), *module._buffers.values()):
+                    if tensor is not None and tensor.device.type != "cpu":
+                        return False
+        elif isinstance(value, torch.Tensor) and value.device.type != "cpu":
+            return False
+    return True
+
+
+def _name_first_off_cpu(program: Program) -> None:
     tables = [("module", path, value) for path, value in program.modules.items()]
     tables += [("attribute", path, value) for path, value in program.constants.items()]
     for kind, path, value in sorted(tables, key=lambda entry: entry[1]):

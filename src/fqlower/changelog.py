@@ -468,6 +468,18 @@ def record_change(before: Program, change: Change) -> tuple[Program, Change]:
     return after, attrs.evolve(change, matched=matched, produced=produced)
 
 
+def record_changes(before: Program, changes: tuple[Change, ...]) -> tuple[Program, tuple[Change, ...]]:
+    """`record_change` of each change in turn. Without hashes, changes that only remove
+    nodes go in as one batch: they write no provenance and nothing in between is hashed."""
+    if not _HASHING.get() and all(type(edit) is RemoveNode for change in changes for edit in change.edits):
+        return apply(before, [edit for change in changes for edit in change.edits]), changes
+    recorded = []
+    for change in changes:
+        before, change = record_change(before, change)
+        recorded.append(change)
+    return before, tuple(recorded)
+
+
 def _replay_change(program: Program, change: Change, number: int, allowed: frozenset[str] | None) -> Program:
     label = f"change {number} ({change.pass_name}/{change.rule} at {change.anchor!r})"
     unknown = sorted({name for name in names_in(change.edits) if name not in allowed}) if allowed is not None else ()

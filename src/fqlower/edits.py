@@ -272,8 +272,9 @@ class _Draft:
             users=self.users.finish(),
             next_serial=self.serial,
         )
-        return attrs.evolve(
-            self.program, graph=graph, modules=self.modules.persistent(), constants=self.constants.persistent()
+        program = self.program  # Program(...) directly: attrs.evolve introspects on every call
+        return Program(
+            graph, self.modules.persistent(), self.constants.persistent(), program.originals, program.qconfig, program.scope, program.context
         )
 
 

@@ -201,7 +201,7 @@ class Pipeline:
             result = pass_.run(program)
             for instrument in instruments:
                 instrument.after(pass_, program, result)
-            entries.extend(attrs.evolve(entry, step=step, pass_name=pass_.name) for entry in result.entries)
+            entries.extend(_stamped(entry, step, pass_.name) for entry in result.entries)
             program = result.program
         return PassResult(program, tuple(entries))
 
@@ -214,6 +214,15 @@ class Pipeline:
         output_fingerprint = recorder.records[-1].fingerprint if recorder.records else input_fingerprint
         header = Header(input=input_fingerprint, output=output_fingerprint, passes=tuple(recorder.records))
         return result, ChangeLog(header, result.entries)
+
+
+def _stamped(entry: Entry, step: int, pass_name: str) -> Entry:
+    """`entry` of pass `pass_name` at `step` (attrs.evolve without its per-call introspection)."""
+    if type(entry) is Change:
+        return Change(step, pass_name, entry.rule, entry.anchor, entry.bindings, entry.edits, entry.matched, entry.produced)
+    if type(entry) is Skip:
+        return Skip(step, pass_name, entry.rule, entry.node, entry.reason)
+    return attrs.evolve(entry, step=step, pass_name=pass_name)
 
 
 class _FingerprintRecorder(Instrument):

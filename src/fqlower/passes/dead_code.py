@@ -16,7 +16,7 @@ from __future__ import annotations
 import attrs
 from torch._library.utils import is_impure
 
-from fqlower.changelog import Change, record_change
+from fqlower.changelog import Change, record_changes
 from fqlower.edits import RemoveNode
 from fqlower.ir import FrozenDict, Node, Program
 from fqlower.pipeline import PassResult
@@ -46,11 +46,9 @@ class DeadCodeElimination:
             dead.append(name)
             for used in node.refs():
                 users[used] -= 1
-        changes = []
-        for name in dead:
-            program, change = record_change(program, Change(0, self.name, "dead-code", name, FrozenDict(), (RemoveNode(name),)))
-            changes.append(change)
-        return PassResult(program, tuple(changes))
+        changes = tuple(Change(0, self.name, "dead-code", name, FrozenDict(), (RemoveNode(name),)) for name in dead)
+        program, changes = record_changes(program, changes)
+        return PassResult(program, changes)
 
 
 ELIMINATE_DEAD_CODE = DeadCodeElimination()
