@@ -134,6 +134,43 @@ def _load_packed_weights(
             setattr(module, name, state_dict.pop(key))
 
 
+def _nested(paths: dict[str, Any]) -> bool:
+    """True when some path lies inside another (`blocks` and `blocks.3.conv`)."""
+    for path in paths:
+        while "." in path:
+            path = path.rpartition(".")[0]
+            if path in paths:
+                return True
+    return False
+
+
+def _graph_module(program: Program, graph: torch.fx.Graph, targets: dict[str, Any], values: dict[str, Any]) -> torch.fx.GraphModule:
+    """`GraphModule(root, graph)` for a root holding `values` at their paths.
+
+    That constructor copies every target out of the root in graph order; when no
+    target's path is inside another's and none starts with a GraphModule attribute,
+    installing the values in graph order into a GraphModule made with an empty graph
+    gives the same module without building the root first."""
+    context = program.context
+    module = torch.fx.GraphModule(
+        torch.nn.Module(),
+        torch.fx.Graph(tracer_cls=context.tracer_cls, tracer_extras=context.tracer_extras),
+        class_name=context.class_name,
+    )
+    fresh: set[int] = set()
+    if _nested(targets) or any(hasattr(module, path.partition(".")[0]) for path in targets):
+        root = torch.nn.Module()
+        for path in values:  # parents before children
+            _install(root, path, values[path], fresh)
+        root.training = context.training
+        return torch.fx.GraphModule(root, graph, class_name=context.class_name)
+    for path in targets:
+        _install(module, path, values[path], fresh)
+    module.training = context.training
+    module.graph = graph
+    return module
+
+
 def to_fx(program: Program) -> torch.fx.GraphModule:
     """The GraphModule a program describes; reads the program, builds new objects."""
     with gc_paused():
@@ -164,16 +201,9 @@ def _to_fx(program: Program) -> torch.fx.GraphModule:
         fx_node.meta = dict(node.meta)
         env[node.name] = fx_node
 
-    root = torch.nn.Module()
-    fresh: set[int] = set()
-    packed = False
-    for path in sorted(targets, key=lambda path: path.count(".")):
-        value = _materialize_at(program, path, targets[path])
-        packed |= isinstance(value, torch._C.ScriptObject) and PACKED_WEIGHT_MARK in path
-        _install(root, path, value, fresh)
-    root.training = program.context.training
-
-    module = torch.fx.GraphModule(root, graph, class_name=program.context.class_name)
+    values = {path: _materialize_at(program, path, targets[path]) for path in sorted(targets, key=lambda path: path.count("."))}
+    packed = any(isinstance(value, torch._C.ScriptObject) and PACKED_WEIGHT_MARK in path for path, value in values.items())
+    module = _graph_module(program, graph, targets, values)
     module.meta = dict(program.context.meta)
     if packed:
         module._register_state_dict_hook(_save_packed_weights)
