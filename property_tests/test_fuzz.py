@@ -1117,13 +1117,23 @@ def _graph_record(gm: torch.fx.GraphModule) -> list[tuple[Any, ...]]:
     ]
 
 
+def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer by path, read without `state_dict` (which a damaged
+    reference module may fail, e.g. without its `weight_scale`)."""
+    found = dict(module.named_parameters(remove_duplicate=False))
+    found.update(module.named_buffers(remove_duplicate=False))
+    return {name: value.detach().clone() for name, value in found.items()}
+
+
 class InputSnapshot:
     def __init__(self, fuzzed: Fuzzed):
         try:
             self.model: ModelSnapshot | None = ModelSnapshot.of(fuzzed.module)
-        except KeyError:  # a node reads a node of another graph: graph_shape cannot number it
+        except (KeyError, AttributeError):
+            # KeyError: a node reads a node of another graph (graph_shape cannot number it);
+            # AttributeError: a reference module lost an attribute its state_dict reads
             self.model = None
-            self.state = copy.deepcopy(fuzzed.module.state_dict())
+            self.state = _tensors(fuzzed.module)
         self.graph = _graph_record(fuzzed.module)
         self.code = fuzzed.module.code
         self.maps = (_maps_record(fuzzed.qconfig_map), _maps_record(fuzzed.scope))
@@ -1131,9 +1141,9 @@ class InputSnapshot:
     def differences(self, fuzzed: Fuzzed) -> list[str]:
         found = self.model.differences(fuzzed.module) if self.model is not None else []
         if self.model is None:
-            state = fuzzed.module.state_dict()
+            state = _tensors(fuzzed.module)
             if state.keys() != self.state.keys() or not all(values_equal(state[k], self.state[k]) for k in state):
-                found.append("state_dict changed")
+                found.append("parameters or buffers changed")
         if _graph_record(fuzzed.module) != self.graph:
             found.append("nodes (names, targets, arguments or meta keys) changed")
         if fuzzed.module.code != self.code:

@@ -264,3 +264,20 @@ def test_an_untrusted_log_cannot_smuggle_a_factory_into_a_module_spec():
         apply_log(program, log)
     assert fqlower.fingerprint(apply_log(program, log, trusted=True)) == end  # the log itself is well-formed
 
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"$build": None, "args": {"$tuple": []}, "kwargs": {"$dict": []}},
+        {"$build": [], "args": {"$tuple": []}, "kwargs": {"$dict": []}},
+        {"$build": "torch.neg", "args": 3, "kwargs": {"$dict": []}},
+        {"$build": "torch.neg", "args": {"$tuple": []}},
+    ],
+    ids=["factory-null", "factory-list", "args-not-a-tuple", "kwargs-missing"],
+)
+def test_regression_malformed_specs_are_refused_while_loading(spec):
+    # found by the 10,000-input fuzz run: a `$build` of null or [] reached replay's
+    # allow-list check and raised TypeError
+    with pytest.raises(ChangeLogError, match="malformed spec in change log"):
+        decode(spec)

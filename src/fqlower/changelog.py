@@ -235,7 +235,10 @@ def decode(data: Any) -> Any:
     if tag == "$original":
         return Original(payload)
     if tag == "$build":
-        return Build(payload, decode(data["args"]), decode(data["kwargs"]))
+        args, kwargs = (decode(data[key]) if key in data else None for key in ("args", "kwargs"))
+        if not isinstance(payload, str) or not isinstance(args, tuple) or not isinstance(kwargs, FrozenDict):
+            raise ChangeLogError(f"malformed spec in change log: {data!r} (a factory name, an args tuple, a kwargs dict)")
+        return Build(payload, args, kwargs)
     if tag == "$node":
         return _node_from(payload)
     if tag == "$name":
