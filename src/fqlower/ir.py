@@ -16,7 +16,7 @@ import contextlib
 import functools
 import gc
 import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
 import attrs
@@ -58,6 +58,22 @@ class FrozenDict(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._dict)
+
+    # the dict's own methods: Mapping's mixins go through __getitem__ and __iter__ in Python
+    def __contains__(self, key: object) -> bool:
+        return key in self._dict
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._dict.get(key, default)
+
+    def keys(self) -> KeysView[Any]:
+        return self._dict.keys()
+
+    def values(self) -> ValuesView[Any]:
+        return self._dict.values()
+
+    def items(self) -> ItemsView[Any, Any]:
+        return self._dict.items()
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, FrozenDict):

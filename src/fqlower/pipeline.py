@@ -91,11 +91,12 @@ class RulePass:
 
     def run(self, program: Program) -> PassResult:
         entries: list[Entry] = []
+        rules, nodes = self.rules, program.graph.nodes  # nodes: refreshed after every change
         for name in program.graph.order:
-            node = program.graph.nodes.get(name)
+            node = nodes.get(name)
             if node is None:  # removed by an earlier rewrite of this pass
                 continue
-            for rule in self.rules:
+            for rule in rules:
                 if rule.candidate is not None and not rule.candidate(node):
                     continue
                 outcome = rule.match(program, node)
@@ -111,6 +112,7 @@ class RulePass:
                 except FqlowerError as error:
                     raise _with_context(error, f"pass {self.name}, rule {rule.name}", program, name) from error
                 entries.append(change)
+                nodes = program.graph.nodes
                 break
         return PassResult(program, tuple(entries))
 
