@@ -448,8 +448,23 @@ def is_anchor(node: Node) -> bool:
     return (node.op == "call_function" and node.target is torch.quantize_per_tensor) or is_to_float16(node)
 
 
-def _match(rule: str, start: PassStart, program: Program, node: Node) -> Match | Miss | None:
-    outcome = classify(start, program, node)
+class _Classified:
+    """`classify` of the node being visited, asked once: every rule of the pass asks
+    about the same node of the same program in turn (the driver moves on after a change)."""
+
+    def __init__(self, start: PassStart):
+        self.start = start
+        self.last: tuple[Program, Node, Outcome | None] | None = None
+
+    def __call__(self, program: Program, node: Node) -> Outcome | None:
+        last = self.last
+        if last is None or last[0] is not program or last[1] is not node:
+            last = self.last = (program, node, classify(self.start, program, node))
+        return last[2]
+
+
+def _match(rule: str, classified: _Classified, program: Program, node: Node) -> Match | Miss | None:
+    outcome = classified(program, node)
     return outcome[1] if outcome is not None and outcome[0] == rule else None
 
 
@@ -460,7 +475,8 @@ class SpecialPatterns:
     name: str = "lower-special-patterns"
 
     def rules(self, start: PassStart) -> tuple[Rule, ...]:
-        return tuple(Rule(rule, functools.partial(_match, rule, start), REWRITES[rule], is_anchor) for rule in REWRITES)
+        classified = _Classified(start)
+        return tuple(Rule(rule, functools.partial(_match, rule, classified), REWRITES[rule], is_anchor) for rule in REWRITES)
 
     def run(self, program: Program) -> PassResult:
         return RulePass(self.name, self.rules(PassStart.of(program))).run(program)
