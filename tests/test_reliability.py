@@ -150,3 +150,14 @@ def test_a_quantize_with_several_users_lowers_for_each_of_them(reference):
     theirs = torch_lowering(ReferenceModel(gm, reference.qconfig_map, reference.node_name_to_scope, reference.example_inputs))
     assert lowering_differences(theirs, lowering.module, reference.example_inputs) == []
     assert type(lowering.module.fc1).__module__.startswith("torch.ao.nn.quantized")
+
+
+def test_regression_a_dequantize_of_a_constant_is_no_dequantized_input(reference):
+    # found by the 10,000-input fuzz run: `(0.0).dequantize()` feeding a module made the
+    # static module pass read `.name` of the float (AttributeError)
+    def dequantize_a_constant(gm, nodes):
+        nodes["dequantize"].args = (0.0,)
+
+    gm = edited(reference, dequantize_a_constant)
+    lowering = fqlower.lower(gm, reference.qconfig_map, reference.node_name_to_scope)
+    assert "the input of 'fc1' is not dequantized" in [skip.reason for skip in lowering.log.skips]

@@ -26,8 +26,9 @@ def node_of(program: Program, arg: Any) -> Node | None:
 
 
 def is_dequantize(program: Program, arg: Any) -> bool:
+    """True when `arg` refers to a `.dequantize()` of another node (not of a constant)."""
     node = node_of(program, arg)
-    return node is not None and node.op == "call_method" and node.target == "dequantize"
+    return node is not None and node.op == "call_method" and node.target == "dequantize" and bool(node.args) and isinstance(node.args[0], Ref)
 
 
 def is_quantize_per_tensor(node: Node) -> bool:
