@@ -82,7 +82,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import strategies as st
 
-from fqlower.reference import ReferenceModel, reference_model
+from fqlower.reference import ReferenceModel, quiet_torch_quantization, reference_model
 
 __all__ = [
     "BLOCK_KINDS",
@@ -1422,17 +1422,10 @@ def recipes(draw: Any, model: nn.Module | None = None, onednn_fusions: bool = Fa
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence torch.ao.quantization's deprecation and advice warnings."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        for message in (
-            r"Please use quant_min and quant_max",
-            r".*quantized tensor creation functions",
-            r"To copy construct from a tensor",
-            r"Default qconfig of oneDNN backend",
-            r".*torch\.ao\.quantization.*",
-        ):
+    """Silence torch.ao.quantization's deprecation notices (`quiet_torch_quantization`)
+    and the advice it gives when preparing for onednn."""
+    with quiet_torch_quantization(), warnings.catch_warnings():
+        for message in (r"Default qconfig of oneDNN backend", r".*torch\.ao\.quantization.*"):
             warnings.filterwarnings("ignore", message=message)
         yield
 

@@ -91,6 +91,7 @@ from fqlower.compare import (
     state_dict_differences,
     values_equal,
 )
+from fqlower.explain import native_kind
 from fqlower.ir import format_target
 from fqlower.reference import ReferenceModel, torch_lowering
 
@@ -854,7 +855,22 @@ MUTATIONS: tuple[Any, ...] = (
 )
 
 
-class Fuzzed:
+def numbered(title: str, items: Any) -> str:
+    """`title` and one numbered line per item: how a drawn example prints."""
+    return "\n".join([title, *(f"  {index}. {item!r}" for index, item in enumerate(items, start=1))])
+
+
+class PrintsByLine:
+    """Hypothesis prints a drawn value with `_repr_pretty_`: keep its repr's lines."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        for index, line in enumerate(repr(self).splitlines()):
+            if index:
+                printer.break_()
+            printer.text(line)
+
+
+class Fuzzed(PrintsByLine):
     """A mutated reference model, its maps and the example inputs."""
 
     def __init__(self, case: str, mutations: tuple[Any, ...], subject: Subject, inputs: tuple[Any, ...]):
@@ -871,15 +887,8 @@ class Fuzzed:
         return any(getattr(mutation, "touches_qparams", False) for mutation in self.mutations)
 
     def __repr__(self) -> str:
-        lines = [f"{self.case} with {len(self.mutations)} mutation(s):"]
-        lines += [f"  {index}. {mutation!r}" for index, mutation in enumerate(self.mutations, start=1)]
-        return "\n".join(lines)
+        return numbered(f"{self.case} with {len(self.mutations)} mutation(s):", self.mutations)
 
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        for index, line in enumerate(repr(self).splitlines()):
-            if index:
-                printer.break_()
-            printer.text(line)
 
 
 @st.composite
@@ -997,16 +1006,9 @@ _DELIBERATE = re.compile(r"torch|also used outside the quantized pattern")
 
 
 def quantized_calls(gm: torch.fx.GraphModule) -> int:
-    """How many nodes call a native quantized op or a (non-reference) quantized module."""
-    modules = dict(gm.named_modules())
-    count = 0
-    for node in gm.graph.nodes:
-        if node.op == "call_function":
-            count += str(getattr(node.target, "_qualified_op_name", "")).startswith("quantized::")
-        elif node.op == "call_module":
-            where = type(modules.get(node.target)).__module__
-            count += ".quantized." in where and ".reference." not in where
-    return count
+    """How many nodes run natively (a quantized op or a non-reference quantized module)."""
+    program = fqlower.from_fx(gm)
+    return sum(native_kind(program, node) is not None for node in program.nodes())
 
 
 def deliberate_differences(lowering: fqlower.Lowering, theirs: torch.fx.GraphModule | None = None) -> list[str]:
@@ -1303,7 +1305,7 @@ class Rename:
 DAMAGES = (Truncate, Flip, Flip, Lines, Lines, Schema, Rename)
 
 
-class DamagedLog:
+class DamagedLog(PrintsByLine):
     def __init__(self, case: str, damages: tuple[Any, ...], text: str):
         self.case, self.damages, self.text = case, damages, text
 
@@ -1313,15 +1315,8 @@ class DamagedLog:
         return all(isinstance(d, Lines) and d.how in Lines.NULL for d in self.damages)
 
     def __repr__(self) -> str:
-        lines = [f"log of {self.case} with {len(self.damages)} damage(s):"]
-        lines += [f"  {index}. {damage!r}" for index, damage in enumerate(self.damages, start=1)]
-        return "\n".join(lines)
+        return numbered(f"log of {self.case} with {len(self.damages)} damage(s):", self.damages)
 
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        for index, line in enumerate(repr(self).splitlines()):
-            if index:
-                printer.break_()
-            printer.text(line)
 
 
 @st.composite

@@ -289,11 +289,11 @@ def _recipes():
 def _prepared(name: str, model: nn.Module | None = None):
     from torch.ao.quantization.quantize_fx import prepare_fx
 
-    from fqlower.reference import _quiet_torch_quantization
+    from fqlower.reference import quiet_torch_quantization
 
     cls, recipe, inputs = _recipes()[name]
     torch.manual_seed(0)
-    with _quiet_torch_quantization():
+    with quiet_torch_quantization():
         prepared = prepare_fx((model or cls()).eval(), recipe(), inputs)
         with torch.no_grad():
             prepared(*inputs)

@@ -323,3 +323,11 @@ WEIGHT_PREPACK_OPS: tuple[Any, ...] = (
     torch.ops.quantized.linear_prepack_fp16,
     *CONV_PREPACK.values(),
 )
+
+# weight quantizer -> positions of its zero point(s) and dtype arguments, with their keywords
+WEIGHT_QUANTIZER_ARGS = {
+    torch.quantize_per_tensor: ((2, "zero_point"), (3, "dtype")),
+    torch.quantize_per_channel: ((2, "zero_points"), (4, "dtype")),
+}
+
+TRANSPOSED_CONVS = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)

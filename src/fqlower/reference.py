@@ -63,7 +63,7 @@ class ReferenceModel:
 
 
 @contextlib.contextmanager
-def _quiet_torch_quantization() -> Iterator[None]:
+def quiet_torch_quantization() -> Iterator[None]:
     """Silence the deprecation notices torch's FX quantization emits on every use.
 
     Covers ``DeprecationWarning``/``FutureWarning``, two deprecation notices
@@ -138,7 +138,7 @@ def reference_model(
     """
     example_inputs = tuple(example_inputs)
     model = copy.deepcopy(float_model).eval()
-    with _quiet_torch_quantization():
+    with quiet_torch_quantization():
         prepared = prepare_fx(
             model,
             qconfig_mapping,
@@ -191,7 +191,7 @@ def torch_lowering(
     module, qconfig_map, node_name_to_scope = copy.deepcopy(
         (ref.module, dict(ref.qconfig_map), dict(ref.node_name_to_scope))
     )
-    with _quiet_torch_quantization():
+    with quiet_torch_quantization():
         return _lower_to_native_backend(
             module, qconfig_map, node_name_to_scope, keep_original_weights
         )

@@ -12,11 +12,10 @@ from typing import Any
 import attrs
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from fqlower.ir import Build, FrozenDict, Node, Original, Program, Ref, map_arg
 from fqlower.names import qualified_name
-from fqlower.patterns import RELU_FUNCTIONS
+from fqlower.patterns import RELU_FUNCTIONS, TRANSPOSED_CONVS, WEIGHT_QUANTIZER_ARGS
 from fqlower.pipeline import Candidate, Match, Matcher, Miss, PassResult, Rewriter, rule_pass
 
 
@@ -108,16 +107,6 @@ def constant_qparams(program: Program, quantize: Node) -> tuple[Node, Node] | st
             return f"the output {role} of {quantize.name!r} is not read from a constant"
         found.append(node)
     return found[0], found[1]
-
-
-# weight quantizer -> positions of its zero point(s) and dtype arguments, with their keywords
-WEIGHT_QUANTIZER_ARGS = {
-    torch.quantize_per_tensor: ((2, "zero_point"), (3, "dtype")),
-    torch.quantize_per_channel: ((2, "zero_points"), (4, "dtype")),
-}
-
-
-TRANSPOSED_CONVS = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
 
 
 def weight_dtype(node: Node) -> Any:
@@ -233,7 +222,7 @@ def _unshared(match: Matcher, sites: dict[str, tuple[str, ...]], program: Progra
         return outcome
     return Miss(
         f"module {reference.target!r} is also called by {', '.join(others)}: one quantized module cannot "
-        f"serve every call; torch would swap it once and run each call with the qparams of %{reference.name}"
+        "serve every call; torch would give every call the output qparams of the last one it lowers"
     )
 
 

@@ -16,7 +16,6 @@ quantization clamps at zero anyway, and otherwise kept after the op.
 
 from __future__ import annotations
 
-import torch
 
 from fqlower.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetTarget
 from fqlower.ir import FrozenDict, Node, Program, Ref
@@ -34,11 +33,8 @@ from fqlower.passes.common import (
 )
 from fqlower.passes.prepack import bind, prepack_call
 from fqlower.passes.static_modules import relu_is_implied
-from fqlower.patterns import STATIC_FUNCTIONALS
+from fqlower.patterns import STATIC_FUNCTIONALS, WEIGHT_QUANTIZER_ARGS
 from fqlower.pipeline import Match, Miss, rule_pass
-
-WEIGHT_QUANTIZERS = (torch.quantize_per_tensor, torch.quantize_per_channel)
-
 
 def match(program: Program, quantize: Node) -> Match | Miss | None:
     function, relu = quantized_op_behind(program, quantize)
@@ -54,7 +50,7 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     if not is_dequantize(program, params["weight"]):
         return Miss(f"the weight of {function.name!r} is not dequantized")
     quantized_weight = node_of(program, program.node(params["weight"].name).args[0])
-    if quantized_weight is None or quantized_weight.op != "call_function" or quantized_weight.target not in WEIGHT_QUANTIZERS:
+    if quantized_weight is None or quantized_weight.op != "call_function" or quantized_weight.target not in WEIGHT_QUANTIZER_ARGS:
         return Miss(f"the weight of {function.name!r} is not quantized with quantize_per_tensor or quantize_per_channel")
     for role in ("weight", "bias"):
         source = quantized_weight.name if role == "weight" else params["bias"]
