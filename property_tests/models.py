@@ -573,66 +573,72 @@ def _k_hardtanh(b: _Builder) -> None:
     b.emit("hardtanh", form, [f"{{o}} = {expr}"], a.shape)
 
 
-def _k_clamp(b: _Builder) -> None:
+def _unary(b: _Builder, kind: str, forms: tuple[str, ...], functions: dict[str, str], modules: dict[str, tuple[str, str]]) -> None:
+    """A block applying one of `forms` to an earlier value: a call from `functions`
+    (a template of `{a}`) or a new module from `modules` (attribute name, constructor)."""
     a = _any(b)
-    form = b.d.pick(("torch.clamp", ".clamp(min=)", "torch.clamp(min=, max=)", ".clamp(lo, hi)"))
-    expr = {
-        "torch.clamp": f"torch.clamp({a.name}, -1.0, 1.0)",
-        ".clamp(min=)": f"{a.name}.clamp(min=0.0)",
-        "torch.clamp(min=, max=)": f"torch.clamp({a.name}, min=-0.5, max=0.5)",
-        ".clamp(lo, hi)": f"{a.name}.clamp(-2.0, 2.0)",
-    }[form]
-    b.emit("clamp", form, [f"{{o}} = {expr}"], a.shape)
+    form = b.d.pick(forms)
+    expr = b.module(*modules[form]) + f"({a.name})" if form in modules else functions[form].format(a=a.name)
+    b.emit(kind, form, [f"{{o}} = {expr}"], a.shape)
+
+
+def _k_clamp(b: _Builder) -> None:
+    _unary(
+        b,
+        "clamp",
+        ("torch.clamp", ".clamp(min=)", "torch.clamp(min=, max=)", ".clamp(lo, hi)"),
+        {
+            "torch.clamp": "torch.clamp({a}, -1.0, 1.0)",
+            ".clamp(min=)": "{a}.clamp(min=0.0)",
+            "torch.clamp(min=, max=)": "torch.clamp({a}, min=-0.5, max=0.5)",
+            ".clamp(lo, hi)": "{a}.clamp(-2.0, 2.0)",
+        },
+        {},
+    )
 
 
 def _k_fixed_qparams(b: _Builder) -> None:
-    a = _any(b)
-    form = b.d.pick(
+    _unary(
+        b,
+        "fixed_qparams",
         ("torch.sigmoid", ".sigmoid()", "nn.Sigmoid", "torch.tanh", ".tanh()", "nn.Tanh",
-         "F.hardsigmoid", "nn.Hardsigmoid", "nn.Softmax")
+         "F.hardsigmoid", "nn.Hardsigmoid", "nn.Softmax"),
+        {
+            "torch.sigmoid": "torch.sigmoid({a})",
+            ".sigmoid()": "{a}.sigmoid()",
+            "torch.tanh": "torch.tanh({a})",
+            ".tanh()": "{a}.tanh()",
+            "F.hardsigmoid": "F.hardsigmoid({a})",
+        },
+        {
+            "nn.Sigmoid": ("sigmoid", "nn.Sigmoid()"),
+            "nn.Tanh": ("tanh", "nn.Tanh()"),
+            "nn.Hardsigmoid": ("hardsigmoid", "nn.Hardsigmoid()"),
+            "nn.Softmax": ("softmax", "nn.Softmax(dim=-1)"),
+        },
     )
-    modules = {
-        "nn.Sigmoid": ("sigmoid", "nn.Sigmoid()"),
-        "nn.Tanh": ("tanh", "nn.Tanh()"),
-        "nn.Hardsigmoid": ("hardsigmoid", "nn.Hardsigmoid()"),
-        "nn.Softmax": ("softmax", "nn.Softmax(dim=-1)"),
-    }
-    if form in modules:
-        expr = b.module(*modules[form]) + f"({a.name})"
-    else:
-        expr = {
-            "torch.sigmoid": f"torch.sigmoid({a.name})",
-            ".sigmoid()": f"{a.name}.sigmoid()",
-            "torch.tanh": f"torch.tanh({a.name})",
-            ".tanh()": f"{a.name}.tanh()",
-            "F.hardsigmoid": f"F.hardsigmoid({a.name})",
-        }[form]
-    b.emit("fixed_qparams", form, [f"{{o}} = {expr}"], a.shape)
 
 
 def _k_default_op(b: _Builder) -> None:
-    a = _any(b)
-    form = b.d.pick(
+    _unary(
+        b,
+        "default_op",
         ("F.hardswish", "nn.Hardswish", "F.elu", "F.elu(alpha=)", "nn.ELU", "F.leaky_relu",
-         "F.leaky_relu(negative_slope=)", "nn.LeakyReLU", "nn.PReLU")
+         "F.leaky_relu(negative_slope=)", "nn.LeakyReLU", "nn.PReLU"),
+        {
+            "F.hardswish": "F.hardswish({a})",
+            "F.elu": "F.elu({a})",
+            "F.elu(alpha=)": "F.elu({a}, alpha=0.5)",
+            "F.leaky_relu": "F.leaky_relu({a}, 0.1)",
+            "F.leaky_relu(negative_slope=)": "F.leaky_relu({a}, negative_slope=0.2)",
+        },
+        {
+            "nn.Hardswish": ("hardswish", "nn.Hardswish()"),
+            "nn.ELU": ("elu", "nn.ELU()"),
+            "nn.LeakyReLU": ("leaky_relu", "nn.LeakyReLU(0.05)"),
+            "nn.PReLU": ("prelu", "nn.PReLU()"),
+        },
     )
-    modules = {
-        "nn.Hardswish": ("hardswish", "nn.Hardswish()"),
-        "nn.ELU": ("elu", "nn.ELU()"),
-        "nn.LeakyReLU": ("leaky_relu", "nn.LeakyReLU(0.05)"),
-        "nn.PReLU": ("prelu", "nn.PReLU()"),
-    }
-    if form in modules:
-        expr = b.module(*modules[form]) + f"({a.name})"
-    else:
-        expr = {
-            "F.hardswish": f"F.hardswish({a.name})",
-            "F.elu": f"F.elu({a.name})",
-            "F.elu(alpha=)": f"F.elu({a.name}, alpha=0.5)",
-            "F.leaky_relu": f"F.leaky_relu({a.name}, 0.1)",
-            "F.leaky_relu(negative_slope=)": f"F.leaky_relu({a.name}, negative_slope=0.2)",
-        }[form]
-    b.emit("default_op", form, [f"{{o}} = {expr}"], a.shape)
 
 
 def _k_shape(b: _Builder) -> None:
