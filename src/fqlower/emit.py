@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.fx
 
+from fqlower.builders import BUILDERS
 from fqlower.errors import EmitError
 from fqlower.ir import Build, FrozenDict, ListArg, Original, Program, Ref, gc_paused
 from fqlower.names import resolve
@@ -38,6 +39,11 @@ def materialize(program: Program, value: Any) -> Any:
         factory = resolve(value.factory)
         args = [materialize(program, item) for item in value.args]
         kwargs = {key: materialize(program, item) for key, item in value.kwargs.items()}
+        builder = BUILDERS.get(value.factory)
+        if builder is not None and len(args) == 3 and not kwargs:
+            built = builder(*args)
+            if built is not None:
+                return built
         return factory(*args, **kwargs)
     if isinstance(value, tuple) and not hasattr(value, "_fields"):
         return tuple(materialize(program, item) for item in value)
