@@ -56,16 +56,38 @@ def check_on_cpu(program: Program) -> None:
         _name_first_off_cpu(program)
 
 
+# tensor types whose `is_cpu` is `device.type == "cpu"` (a subclass may redefine `device`);
+# `device.type` costs several times `is_cpu`, and every parameter, buffer and constant is asked
+_PLAIN_TENSORS = frozenset({torch.Tensor, torch.nn.Parameter})
+
+
 def _all_on_cpu(program: Program) -> bool:
-    """The quick answer: every module's own parameters and buffers, and every tensor constant."""
-    for value in (*program.modules.values(), *program.constants.values()):
+    """The quick answer: every module's own parameters and buffers, and every tensor constant.
+
+    Walks the modules through their `_modules` tables as `Module.modules()` does, but
+    without a generator per module and seeing a shared module once."""
+    plain = _PLAIN_TENSORS
+    pending: list[Any] = []
+    for value in program.constants.values():
         if isinstance(value, torch.nn.Module):
-            for module in value.modules():
-                for tensor in (*module._parameters.values(), *module._buffers.values()):
-                    if tensor is not None and tensor.device.type != "cpu":
-                        return False
-        elif isinstance(value, torch.Tensor) and value.device.type != "cpu":
+            pending.append(value)
+        elif isinstance(value, torch.Tensor) and not (
+            value.is_cpu if type(value) in plain else value.device.type == "cpu"
+        ):
             return False
+    pending.extend(value for value in program.modules.values() if isinstance(value, torch.nn.Module))
+    seen: set[int] = set()
+    while pending:
+        module = pending.pop()
+        if module is None or id(module) in seen:  # None: a child slot set to None
+            continue
+        seen.add(id(module))
+        for table in (module._parameters, module._buffers):
+            for tensor in table.values():
+                if tensor is not None and not (tensor.is_cpu if type(tensor) in plain else tensor.device.type == "cpu"):
+                    return False
+        if module._modules:
+            pending.extend(module._modules.values())
     return True
 
 

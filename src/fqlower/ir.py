@@ -101,6 +101,19 @@ class FrozenDict(Mapping[str, Any]):
 EMPTY = FrozenDict()
 
 
+def _import_meta(meta: Any) -> FrozenDict:
+    """FrozenDict(meta), one per imported node: most nodes have no meta and share the
+    empty one, and a plain dict skips __init__'s type checks."""
+    if type(meta) is not dict:
+        return FrozenDict(meta)
+    if not meta:
+        return EMPTY
+    frozen = object.__new__(FrozenDict)
+    frozen._dict = own = dict(meta)
+    frozen._items = tuple(own.items())
+    return frozen
+
+
 @attrs.frozen
 class Ref:
     """A reference to the node called `name`."""
@@ -305,7 +318,8 @@ def refs_in(value: Any) -> Iterator[Ref]:
         yield from refs_in((value.start, value.stop, value.step))
 
 
-_ATOMS = frozenset({int, float, str, bool, type(None)})
+# exact types import_arg returns as they are (none is a Node, tuple, list, dict or slice)
+_ATOMS = frozenset({int, float, str, bool, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
 
 
 def import_arg(value: Any) -> Any:
@@ -316,19 +330,36 @@ def import_arg(value: Any) -> Any:
     if kind is torch.fx.Node:
         return Ref(value.name)
     if kind is tuple:
-        return tuple([import_arg(item) for item in value])
+        return _import_items(value)
     if isinstance(value, torch.fx.Node):
         return Ref(value.name)
     if isinstance(value, tuple):
         items = [import_arg(item) for item in value]
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     if isinstance(value, list):
-        return ListArg(tuple(import_arg(item) for item in value))
+        return ListArg(_import_items(value))
     if isinstance(value, dict):
         return FrozenDict((key, import_arg(item)) for key, item in value.items())
     if isinstance(value, slice):
         return slice(import_arg(value.start), import_arg(value.stop), import_arg(value.step))
     return value
+
+
+def _import_items(values: Iterable[Any]) -> tuple[Any, ...]:
+    """import_arg of each item, as a tuple. Inlines the two common kinds (nodes and
+    atoms): a node's args are mostly those, and a call per item is most of the cost."""
+    items = []
+    append = items.append
+    fx_node = torch.fx.Node
+    for value in values:
+        kind = type(value)
+        if kind is fx_node:
+            append(Ref(value.name))
+        elif kind in _ATOMS:
+            append(value)
+        else:
+            append(import_arg(value))
+    return tuple(items)
 
 
 # --- import --------------------------------------------------------------------------------
@@ -353,11 +384,92 @@ def _check_maps(qconfig_map: Mapping[str, Any], node_name_to_scope: Mapping[str,
             )
 
 
-def _lookup_attr(root: torch.nn.Module, path: str) -> Any:
-    value: Any = root
-    for attr in path.split("."):
-        value = getattr(value, attr)
-    return value
+_MISSING = object()
+_MODULE_GETATTR = torch.nn.Module.__getattr__
+
+
+class _Lookup:
+    """getattr along dotted paths from one root, for the import's module and attribute lookups.
+
+    `getattr(module, name)` on a submodule, parameter or buffer first fails Python's own
+    lookup (raising and catching an AttributeError) and then runs `Module.__getattr__`
+    in Python; `get_submodule` does that twice per step. Where the answer cannot differ
+    (the class keeps the default lookup and defines no attribute of that name) this reads
+    the instance dict and the module's tables directly, in `Module.__getattr__`'s order;
+    otherwise, or when the name is in none of them, it asks `getattr` itself. Resolved
+    prefixes are remembered: nothing changes the model during the import."""
+
+    def __init__(self, root: torch.nn.Module) -> None:
+        self.root = root
+        self.resolved: dict[str, Any] = {}
+        self.class_names: dict[type, frozenset[str] | None] = {}
+        self.plain_get_submodule = getattr(type(root), "get_submodule", None) is torch.nn.Module.get_submodule
+
+    def _names(self, cls: type) -> frozenset[str] | None:
+        """Every name `cls` and its bases define, or None if getattr on a `cls` instance
+        is not Python's default lookup followed by `Module.__getattr__`."""
+        try:
+            return self.class_names[cls]
+        except KeyError:
+            pass
+        plain = (
+            issubclass(cls, torch.nn.Module)
+            and getattr(cls, "__getattribute__", None) is object.__getattribute__
+            and getattr(cls, "__getattr__", None) is _MODULE_GETATTR
+        )
+        names = frozenset().union(*(vars(base) for base in cls.__mro__)) if plain else None
+        self.class_names[cls] = names
+        return names
+
+    def _step(self, value: Any, name: str) -> Any:
+        """getattr(value, name) where it is a plain lookup, else _MISSING."""
+        cls = type(value)
+        names = self.class_names[cls] if cls in self.class_names else self._names(cls)
+        if names is None or name in names:
+            return _MISSING
+        own = value.__dict__
+        if name in own:
+            return own[name]
+        # Module.__getattr__'s order
+        parameters, buffers, modules = own.get("_parameters"), own.get("_buffers"), own.get("_modules")
+        if type(parameters) is dict and name in parameters:
+            return parameters[name]
+        if type(buffers) is dict and name in buffers:
+            return buffers[name]
+        if type(modules) is dict and name in modules:
+            return modules[name]
+        return _MISSING
+
+    def _plain(self, path: str) -> Any:
+        """The object at `path` if every step is a plain lookup, else _MISSING."""
+        value = self.resolved.get(path, _MISSING)
+        if value is not _MISSING:
+            return value
+        parent_path, dot, name = path.rpartition(".")
+        parent = self._plain(parent_path) if dot else self.root
+        if parent is not _MISSING:
+            value = self._step(parent, name)
+            if value is not _MISSING:
+                self.resolved[path] = value
+        return value
+
+    def attr(self, path: str) -> Any:
+        """What `getattr` along `path` gives (a get_attr node's value)."""
+        value = self._plain(path)
+        if value is _MISSING:
+            value = self.root
+            for name in path.split("."):
+                value = getattr(value, name)
+        return value
+
+    def submodule(self, path: str) -> torch.nn.Module:
+        """What `root.get_submodule(path)` gives; raises AttributeError where it would."""
+        if self.plain_get_submodule and path:
+            value = self._plain(path)
+            # the steps before the last were plain lookups on modules (see _names)
+            if isinstance(value, torch.nn.Module):
+                return value
+        return self.root.get_submodule(path)
 
 
 @contextlib.contextmanager
@@ -401,56 +513,61 @@ def _from_fx(
 
     nodes: dict[str, Node] = {}
     positions: dict[str, Position] = {}
-    users: dict[str, set[str]] = {}
+    users: dict[str, list[str]] = {}
     modules: dict[str, Any] = {}
     constants: dict[str, Any] = {}
+    lookup = _Lookup(gm)
     for index, fx_node in enumerate(gm.graph.nodes):
+        name = fx_node.name
+        op = fx_node.op
+        target = fx_node.target
         kwargs = fx_node.kwargs
         node = Node(  # positional: attrs' keyword handling is measurable at 50k nodes
-            fx_node.name,
-            fx_node.op,
-            fx_node.target,
-            import_arg(tuple(fx_node.args)),
+            name,
+            op,
+            target,
+            _import_items(fx_node.args),
             import_arg(dict(kwargs)) if kwargs else EMPTY,
-            FrozenDict(fx_node.meta),
+            _import_meta(fx_node.meta),
             fx_node.type,
         )
         # the nodes it reads, as node.refs() names them (FX keeps them, in order, without repeats)
-        for used in [input_node.name for input_node in fx_node.all_input_nodes]:
-            if used not in nodes:
+        for input_node in fx_node.all_input_nodes:
+            try:
+                users[input_node.name].append(name)
+            except KeyError:
                 raise UnsupportedInput(
-                    f"node {node.name!r} uses {used!r}, which is not defined before it "
+                    f"node {name!r} uses {input_node.name!r}, which is not defined before it "
                     "(the graph fails torch.fx lint)",
-                    node=node.name,
-                    stack_trace=node.meta.get("stack_trace"),
-                )
-            users[used].add(node.name)
-        if node.op == "call_module":
-            try:
-                modules[node.target] = gm.get_submodule(node.target)
-            except AttributeError:
-                raise UnsupportedInput(
-                    f"node {node.name!r} calls module {node.target!r}, which the model does not have",
-                    node=node.name,
+                    node=name,
                     stack_trace=node.meta.get("stack_trace"),
                 ) from None
-        elif node.op == "get_attr":
+        if op == "call_module":
             try:
-                constants[node.target] = _lookup_attr(gm, node.target)
+                modules[target] = lookup.submodule(target)
             except AttributeError:
                 raise UnsupportedInput(
-                    f"node {node.name!r} reads attribute {node.target!r}, which the model does not have",
-                    node=node.name,
+                    f"node {name!r} calls module {target!r}, which the model does not have",
+                    node=name,
                     stack_trace=node.meta.get("stack_trace"),
                 ) from None
-        nodes[node.name] = node
-        positions[node.name] = (index,)
-        users[node.name] = set()
+        elif op == "get_attr":
+            try:
+                constants[target] = lookup.attr(target)
+            except AttributeError:
+                raise UnsupportedInput(
+                    f"node {name!r} reads attribute {target!r}, which the model does not have",
+                    node=name,
+                    stack_trace=node.meta.get("stack_trace"),
+                ) from None
+        nodes[name] = node
+        positions[name] = (index,)
+        users[name] = []
 
     graph = Graph(
         nodes=immutables.Map(nodes),
         positions=immutables.Map(positions),
-        users=immutables.Map({name: frozenset(used_by) for name, used_by in users.items()}),
+        users=immutables.Map(zip(users, map(frozenset, users.values()))),
         next_serial=len(nodes),
     )
     fx_graph = gm.graph
