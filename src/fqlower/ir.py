@@ -318,6 +318,48 @@ def refs_in(value: Any) -> Iterator[Ref]:
         yield from refs_in((value.start, value.stop, value.step))
 
 
+def _slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...] | None:
+    """The slot setters of an attrs class's fields, in order, if its __init__ does nothing
+    but set them (no validators, converters or post-init); else None."""
+    fields = attrs.fields(cls)
+    if hasattr(cls, "__attrs_post_init__") or any(field.validator or field.converter for field in fields):
+        return None
+    return tuple(cls.__dict__[field.name].__set__ for field in fields)
+
+
+_new = object.__new__
+_NODE_SETTERS = _slot_setters(Node)
+_REF_SETTERS = _slot_setters(Ref)
+
+
+def _new_node(
+    name: str, op: str, target: Any, args: tuple[Any, ...], kwargs: FrozenDict, meta: FrozenDict, type: Any
+) -> Node:
+    """Node(...), positionally, for the import's one Node per FX node: setting the slots
+    directly skips the frozen class's __init__ (measurable at 50k nodes)."""
+    if _NODE_SETTERS is None:
+        return Node(name, op, target, args, kwargs, meta, type)
+    set_name, set_op, set_target, set_args, set_kwargs, set_meta, set_type = _NODE_SETTERS
+    node = _new(Node)
+    set_name(node, name)
+    set_op(node, op)
+    set_target(node, target)
+    set_args(node, args)
+    set_kwargs(node, kwargs)
+    set_meta(node, meta)
+    set_type(node, type)
+    return node
+
+
+def _new_ref(name: str) -> Ref:
+    """Ref(name), the same way as _new_node (one per node argument)."""
+    if _REF_SETTERS is None:
+        return Ref(name)
+    ref = _new(Ref)
+    _REF_SETTERS[0](ref, name)
+    return ref
+
+
 # exact types import_arg returns as they are (none is a Node, tuple, list, dict or slice)
 _ATOMS = frozenset({int, float, str, bool, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
 
@@ -354,7 +396,7 @@ def _import_items(values: Iterable[Any]) -> tuple[Any, ...]:
     for value in values:
         kind = type(value)
         if kind is fx_node:
-            append(Ref(value.name))
+            append(_new_ref(value.name))
         elif kind in _ATOMS:
             append(value)
         else:
@@ -385,6 +427,7 @@ def _check_maps(qconfig_map: Mapping[str, Any], node_name_to_scope: Mapping[str,
 
 
 _MISSING = object()
+_NO_TABLE: dict[str, Any] = {}
 _MODULE_GETATTR = torch.nn.Module.__getattr__
 
 
@@ -430,14 +473,12 @@ class _Lookup:
         own = value.__dict__
         if name in own:
             return own[name]
-        # Module.__getattr__'s order
-        parameters, buffers, modules = own.get("_parameters"), own.get("_buffers"), own.get("_modules")
-        if type(parameters) is dict and name in parameters:
-            return parameters[name]
-        if type(buffers) is dict and name in buffers:
-            return buffers[name]
-        if type(modules) is dict and name in modules:
-            return modules[name]
+        # Module.__getattr__'s order; a missing table is skipped, as there (the empty dict)
+        for table in (own.get("_parameters", _NO_TABLE), own.get("_buffers", _NO_TABLE), own.get("_modules", _NO_TABLE)):
+            if type(table) is not dict:
+                return _MISSING
+            if name in table:
+                return table[name]
         return _MISSING
 
     def _plain(self, path: str) -> Any:
@@ -445,8 +486,11 @@ class _Lookup:
         value = self.resolved.get(path, _MISSING)
         if value is not _MISSING:
             return value
-        parent_path, dot, name = path.rpartition(".")
-        parent = self._plain(parent_path) if dot else self.root
+        if "." in path:
+            parent_path, _, name = path.rpartition(".")
+            parent = self._plain(parent_path)
+        else:  # most get_attr targets are attributes of the root
+            parent, name = self.root, path
         if parent is not _MISSING:
             value = self._step(parent, name)
             if value is not _MISSING:
@@ -517,22 +561,25 @@ def _from_fx(
     modules: dict[str, Any] = {}
     constants: dict[str, Any] = {}
     lookup = _Lookup(gm)
+    new_node = _new_node
     for index, fx_node in enumerate(gm.graph.nodes):
         name = fx_node.name
         op = fx_node.op
         target = fx_node.target
+        args = fx_node.args
         kwargs = fx_node.kwargs
-        node = Node(  # positional: attrs' keyword handling is measurable at 50k nodes
+        node = new_node(
             name,
             op,
             target,
-            _import_items(fx_node.args),
+            _import_items(args) if args else (),
             import_arg(dict(kwargs)) if kwargs else EMPTY,
             _import_meta(fx_node.meta),
             fx_node.type,
         )
-        # the nodes it reads, as node.refs() names them (FX keeps them, in order, without repeats)
-        for input_node in fx_node.all_input_nodes:
+        # the nodes it reads, as node.refs() names them (FX keeps them, in order, without
+        # repeats); only args and kwargs hold them
+        for input_node in fx_node.all_input_nodes if args or kwargs else ():
             try:
                 users[input_node.name].append(name)
             except KeyError:
