@@ -161,3 +161,35 @@ def test_regression_a_dequantize_of_a_constant_is_no_dequantized_input(reference
     gm = edited(reference, dequantize_a_constant)
     lowering = fqlower.lower(gm, reference.qconfig_map, reference.node_name_to_scope)
     assert "the input of 'fc1' is not dequantized" in [skip.reason for skip in lowering.log.skips]
+
+
+class StringPadded(torch.nn.Module):
+    def __init__(self, padding: str, fused: bool) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, 3, padding=padding)
+        self.relu = torch.nn.ReLU() if fused else torch.nn.Identity()
+        self.tail = torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.relu(self.conv(x)))
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["conv", "conv-relu"])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_regression_a_conv_padded_by_name_stays_float_with_a_reason(padding, fused):
+    # quantized convolutions take numeric padding only: torch's lowering crashes in
+    # from_reference (conv2d_prepack gets the letters of 'same'); fqlower raised EmitError
+    from torch.ao.quantization import get_default_qconfig_mapping
+
+    from fqlower.reference import reference_model
+
+    x = (torch.randn(1, 2, 6, 6),)
+    ref = reference_model(StringPadded(padding, fused).eval(), x, get_default_qconfig_mapping())
+    with pytest.raises(RuntimeError):
+        torch_lowering(ref)
+    lowering = fqlower.lower(ref.module, ref.qconfig_map, ref.node_name_to_scope)
+    reasons = [skip.reason for skip in lowering.log.skips]
+    assert any(f"pads {padding!r}" in reason for reason in reasons), reasons
+    assert type(lowering.module.tail).__module__.startswith("torch.ao.nn.quantized")  # the rest still lowers
+    expected = ref.module(*x)
+    assert torch.equal(lowering.module(*x), expected)

@@ -44,12 +44,21 @@ def quantized_class(module: object) -> type | str | None:
     """The static quantized class for a module; a reason when it is almost one; None otherwise."""
     cls = type(module)
     if cls in STATIC_MODULES:
-        return STATIC_MODULES[cls]
+        return padding_by_name(module) or STATIC_MODULES[cls]
     if cls in STATIC_FUSED_MODULES:
         inner, quantized = STATIC_FUSED_MODULES[cls]
         if type(module[0]) is not inner:  # type: ignore[index]
             return f"fused {cls.__name__} holds a {type(module[0]).__name__}, not a reference {inner.__name__}"  # type: ignore[index]
-        return quantized
+        return padding_by_name(module[0]) or quantized  # type: ignore[index]
+    return None
+
+
+def padding_by_name(conv: object) -> str | None:
+    """Why a conv padded by name ('same', 'valid') stays float: quantized convolutions
+    take numbers only, and torch's lowering crashes packing it."""
+    padding = getattr(conv, "padding", None)
+    if isinstance(padding, str):
+        return f"the conv pads {padding!r}, which quantized convolutions do not support (torch fails packing it)"
     return None
 
 

@@ -26,6 +26,7 @@ from fqlower.passes.common import (
     source_of_constant,
     source_of_module,
 )
+from fqlower.passes.static_modules import padding_by_name
 from fqlower.patterns import STATIC_TWO_INPUT_FUSED_MODULES
 from fqlower.pipeline import Match, Miss
 
@@ -42,6 +43,8 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     inner, _ = STATIC_TWO_INPUT_FUSED_MODULES[type(module)]
     if type(module[0]) is not inner:
         return Miss(f"fused {type(module).__name__} holds a {type(module[0]).__name__}, not a reference {inner.__name__}")
+    if padding_by_name(module[0]):
+        return Miss(padding_by_name(module[0]))
     if qconfig_is_none(program, reference.name):
         return Miss(f"qconfig of {reference.name!r} is None")
     if len(reference.args) != 2 or reference.kwargs or not all(is_dequantize(program, arg) for arg in reference.args):
