@@ -37,6 +37,7 @@ from fqlower.edits import (
     SetModule,
     SetTarget,
     apply,
+    apply_marked,
 )
 from fqlower.errors import ChangeLogError, FqlowerError, ReplayMismatch
 from fqlower.fingerprint import describe, digest_cache, fingerprint, node_line
@@ -427,24 +428,19 @@ def _tables(edits: tuple[Edit, ...]) -> list[tuple[str, str]]:
     return [("module", e.path) if isinstance(e, SetModule) else ("constant", e.attr) for e in edits if isinstance(e, (SetModule, SetConstant))]
 
 
-def _provenance(before: Program, change: Change) -> tuple[SetMeta, ...]:
-    """Meta for every node the change added or altered (and did not remove): which
-    change, and the reference nodes (of the input program) it came from."""
+def _provenance(before: Program, change: Change) -> FrozenDict:
+    """The meta every node the change added or altered (and did not remove) gets:
+    which change, and the reference nodes (of the input program) it came from."""
     sources: set[str] = set()
+    nodes = before.graph.nodes
     for name in (change.anchor, *change.bindings.values()):
-        if name in before:
-            earlier = before.node(name).meta.get(PROVENANCE)
+        node = nodes.get(name)
+        if node is not None:
+            earlier = node.meta.get(PROVENANCE)
             sources.update(earlier["from"] if earlier else (name,))
-    value = FrozenDict(
+    return FrozenDict(
         (("pass", change.pass_name), ("rule", change.rule), ("anchor", change.anchor), ("from", tuple(sorted(sources))))
     )
-    exists: dict[str, bool] = {}
-    for edit in change.edits:
-        if isinstance(edit, AddNode):
-            exists[edit.node.name] = True
-        elif isinstance(edit, RemoveNode):
-            exists[edit.name] = False
-    return tuple(SetMeta(name, PROVENANCE, value) for name in _touched(change.edits) if exists.get(name, True))
 
 
 _HASHING: contextvars.ContextVar[bool] = contextvars.ContextVar("fqlower_change_hashes", default=True)
@@ -463,7 +459,7 @@ def without_change_hashes() -> Iterator[None]:
 
 def record_change(before: Program, change: Change) -> tuple[Program, Change]:
     """Apply a change's edits (plus its provenance) and fill in its structural hashes."""
-    after = apply(before, (*change.edits, *_provenance(before, change)))
+    after = apply_marked(before, change.edits, PROVENANCE, _provenance(before, change))
     if not _HASHING.get():
         return after, change
     matched = _subgraph_hash(before, [change.anchor, *change.bindings.values()])

@@ -19,7 +19,7 @@ import attrs
 import torch
 
 from fqlower.errors import IRError
-from fqlower.ir import OPS, Build, FrozenDict, Graph, Node, Program, Ref, map_arg, refs_in
+from fqlower.ir import OPS, Build, FrozenDict, Graph, ListArg, Node, Program, Ref, map_arg, refs_in
 
 
 @attrs.frozen
@@ -111,23 +111,34 @@ class _Draft:
         self.nodes = graph.nodes.mutate()
         self.positions = graph.positions.mutate()
         self.users = graph.users.mutate()
-        self.modules = program.modules.evolver()
-        self.constants = program.constants.evolver()
+        # the PMaps themselves until a SetModule/SetConstant: most batches change neither,
+        # and an evolver costs more than the lookups `check_target` makes on the map
+        self.modules = program.modules
+        self.constants = program.constants
         self.serial = graph.next_serial
         self.touched: dict[str, None] = {}  # nodes whose order is checked when the batch is in
+        self.altered: dict[str, None] = {}  # nodes added, given args or a target, or moved
+        # node.refs() of the nodes this draft built (a node's first refs() call is costly)
+        self.refs: dict[str, tuple[str, ...]] = {}
 
     def fail(self, message: str, node: str | None) -> IRError:
         return IRError(message, node=node, program=self.program)
 
-    def require_node(self, name: str, role: str) -> Node:
-        if name not in self.nodes:
-            raise self.fail(f"{role} {name!r} does not exist", name)
-        return self.nodes[name]
+    def refs_of(self, name: str, node: Node) -> tuple[str, ...]:
+        """`node.refs()` of the node now called `name`."""
+        refs = self.refs.get(name)
+        return refs if refs is not None else _refs_of(node)
 
-    def check_inputs(self, name: str, args: Any, kwargs: Any) -> tuple[str, ...]:
-        used = tuple(dict.fromkeys(ref.name for ref in refs_in((args, kwargs))))
+    def require_node(self, name: str, role: str) -> Node:
+        node = self.nodes.get(name)
+        if node is None:
+            raise self.fail(f"{role} {name!r} does not exist", name)
+        return node
+
+    def check_inputs(self, name: str, used: tuple[str, ...]) -> tuple[str, ...]:
+        nodes = self.nodes
         for ref in used:
-            if ref not in self.nodes:
+            if ref not in nodes:
                 raise self.fail(f"node {name!r} would use {ref!r}, which does not exist (dangling reference)", name)
         self.touched[name] = None
         return used
@@ -143,15 +154,17 @@ class _Draft:
         return (*position[:-1], position[-1] - 1, self.serial - 1)
 
     def check_order(self) -> None:
+        nodes, positions, users = self.nodes, self.positions, self.users
         for name in self.touched:
-            if name not in self.nodes:
+            node = nodes.get(name)
+            if node is None:
                 continue
-            position = self.positions[name]
-            for used in self.nodes[name].refs():
-                if not self.positions[used] < position:
+            position = positions[name]
+            for used in self.refs_of(name, node):
+                if not positions[used] < position:
                     raise self.fail(f"node {name!r} would use {used!r}, which comes after it", name)
-            for user in self.users[name]:
-                if not position < self.positions[user]:
+            for user in users[name]:
+                if not position < positions[user]:
                     raise self.fail(f"node {user!r} would use {name!r}, which comes after it", user)
 
     def check_target(self, name: str, op: str, target: Any) -> None:
@@ -167,12 +180,14 @@ class _Draft:
             raise self.fail(f"node {name!r}: {op} target must be a string, got {target!r}", name)
 
     def link(self, user: str, used: Iterable[str]) -> None:
+        users = self.users
         for name in used:
-            self.users[name] = self.users[name] | {user}
+            users[name] = users[name] | {user}
 
     def unlink(self, user: str, used: Iterable[str]) -> None:
+        users = self.users
         for name in used:
-            self.users[name] = self.users[name] - {user}
+            users[name] = users[name] - {user}
 
     # one method per edit kind -------------------------------------------------------------
     def add_node(self, edit: AddNode) -> None:
@@ -190,12 +205,14 @@ class _Draft:
         if node.op == "output":
             raise self.fail(f"cannot add node {node.name!r}: the program already has an output", node.name)
         self.check_target(node.name, node.op, node.target)
-        used = self.check_inputs(node.name, node.args, node.kwargs)
+        used = self.check_inputs(node.name, _refs_of(node))
         position = self.position_after(edit.after) if edit.after is not None else self.position_before(edit.before)
         self.nodes[node.name] = node
+        self.refs[node.name] = used
         self.positions[node.name] = position
         self.users[node.name] = frozenset()
         self.link(node.name, used)
+        self.altered[node.name] = None
 
     def move_node(self, edit: MoveNode) -> None:
         node = self.require_node(edit.name, "node to move")
@@ -204,26 +221,33 @@ class _Draft:
             raise self.fail(f"cannot move node {edit.name!r}", edit.name)
         self.positions[edit.name] = self.position_after(edit.after)
         self.touched[edit.name] = None
+        self.altered[edit.name] = None
 
     def remove_node(self, edit: RemoveNode) -> None:
-        node = self.require_node(edit.name, "node to remove")
+        name = edit.name
+        node = self.require_node(name, "node to remove")
         if node.op == "output":
-            raise self.fail(f"cannot remove the output node {edit.name!r}", edit.name)
-        users = self.users[edit.name]
+            raise self.fail(f"cannot remove the output node {name!r}", name)
+        users = self.users[name]
         if users:
-            raise self.fail(f"cannot remove node {edit.name!r}: still used by {sorted(users)}", edit.name)
-        self.unlink(edit.name, node.refs())
-        del self.nodes[edit.name]
-        del self.positions[edit.name]
-        del self.users[edit.name]
+            raise self.fail(f"cannot remove node {name!r}: still used by {sorted(users)}", name)
+        self.unlink(name, self.refs_of(name, node))
+        self.refs.pop(name, None)
+        del self.nodes[name]
+        del self.positions[name]
+        del self.users[name]
 
     def set_args(self, edit: SetArgs) -> None:
-        node = self.require_node(edit.name, "node")
+        name = edit.name
+        node = self.require_node(name, "node")
         kwargs = edit.kwargs if isinstance(edit.kwargs, FrozenDict) else FrozenDict(edit.kwargs)
-        used = self.check_inputs(edit.name, edit.args, kwargs)
-        self.unlink(edit.name, node.refs())
-        self.link(edit.name, used)
-        self.nodes[edit.name] = _node(node, node.op, node.target, tuple(edit.args), kwargs, node.meta)
+        used = self.check_inputs(name, _refs((edit.args, kwargs)))
+        self.unlink(name, self.refs_of(name, node))
+        self.link(name, used)
+        new = self.nodes[name] = _node(node, node.op, node.target, tuple(edit.args), kwargs, node.meta)
+        # (a list's items are no inputs to check_inputs, as ever, but are the node's refs)
+        self.refs[name] = used if isinstance(edit.args, tuple) else _refs_of(new)
+        self.altered[name] = None
 
     def set_target(self, edit: SetTarget) -> None:
         node = self.require_node(edit.name, "node")
@@ -231,21 +255,23 @@ class _Draft:
             raise self.fail(f"node {edit.name!r}: cannot turn {node.op} into {edit.op}", edit.name)
         self.check_target(edit.name, edit.op, edit.target)
         self.nodes[edit.name] = _node(node, edit.op, edit.target, node.args, node.kwargs, node.meta)
+        self.altered[edit.name] = None
 
     def replace_uses(self, edit: ReplaceUses) -> None:
-        self.require_node(edit.old, "node whose uses are replaced,")
-        self.require_node(edit.new, "replacement node")
-        moved = [user for user in self.users[edit.old] if user != edit.new]
+        old, new = edit.old, edit.new
+        self.require_node(old, "node whose uses are replaced,")
+        self.require_node(new, "replacement node")
+        users = self.users
+        moved = [user for user in users[old] if user != new]
         self.touched.update(dict.fromkeys(moved))
-
-        def swap(ref: Ref) -> Ref:
-            return Ref(edit.new) if ref.name == edit.old else ref
-
+        nodes, refs, replacement = self.nodes, self.refs, Ref(new)
         for user in moved:
-            node = self.nodes[user]
-            self.nodes[user] = _node(node, node.op, node.target, map_arg(node.args, swap), map_arg(node.kwargs, swap), node.meta)
-        self.users[edit.old] = self.users[edit.old].difference(moved)
-        self.users[edit.new] = self.users[edit.new].union(moved)
+            node = nodes[user]
+            kwargs = _renamed(node.kwargs, old, replacement) if node.kwargs else node.kwargs
+            nodes[user] = _node(node, node.op, node.target, _renamed(node.args, old, replacement), kwargs, node.meta)
+            refs[user] = tuple(dict.fromkeys([new if used == old else used for used in self.refs_of(user, node)]))
+        users[old] = users[old].difference(moved)
+        users[new] = users[new].union(moved)
 
     def set_meta(self, edit: SetMeta) -> None:
         node = self.require_node(edit.name, "node")
@@ -258,11 +284,23 @@ class _Draft:
                 None,
             )
         _check_path(self, edit.path)
+        if self.modules is self.program.modules:
+            self.modules = self.modules.evolver()
         self.modules[edit.path] = edit.module
 
     def set_constant(self, edit: SetConstant) -> None:
         _check_path(self, edit.attr)
+        if self.constants is self.program.constants:
+            self.constants = self.constants.evolver()
         self.constants[edit.attr] = edit.value
+
+    def mark_altered(self, key: str, value: Any) -> None:
+        """Set meta `key` to `value` on every node the batch added or altered and kept."""
+        nodes = self.nodes
+        for name in self.altered:
+            node = nodes.get(name)
+            if node is not None:
+                nodes[name] = _node(node, node.op, node.target, node.args, node.kwargs, node.meta.set(key, value))
 
     def finish(self) -> Program:
         self.check_order()
@@ -273,14 +311,62 @@ class _Draft:
             next_serial=self.serial,
         )
         program = self.program  # Program(...) directly: attrs.evolve introspects on every call
-        return Program(
-            graph, self.modules.persistent(), self.constants.persistent(), program.originals, program.qconfig, program.scope, program.context
-        )
+        modules = program.modules if self.modules is program.modules else self.modules.persistent()
+        constants = program.constants if self.constants is program.constants else self.constants.persistent()
+        return Program(graph, modules, constants, program.originals, program.qconfig, program.scope, program.context)
 
 
 def _node(node: Node, op: str, target: Any, args: tuple[Any, ...], kwargs: FrozenDict, meta: FrozenDict) -> Node:
     """`node` with these fields (attrs.evolve, without its per-call field introspection)."""
     return Node(node.name, op, target, args, kwargs, meta, node.type)
+
+
+def _refs(value: Any) -> tuple[str, ...]:
+    """Names of the nodes `value` refers to, in order, without repeats."""
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is tuple and not value[1]:
+        return _flat_refs(value[0])  # (args, no kwargs): the common case
+    return tuple(dict.fromkeys(ref.name for ref in refs_in(value)))
+
+
+_NESTED = (Ref, tuple, ListArg, FrozenDict, slice)
+
+
+def _flat_refs(args: tuple[Any, ...]) -> tuple[str, ...]:
+    """Names of the nodes `args` refers to, in order, without repeats: a loop over the
+    items when none nests anything (a tuple, list, dict or slice), else `refs_in`."""
+    names = []
+    for item in args:
+        if type(item) is Ref:
+            names.append(item.name)
+        elif isinstance(item, _NESTED):
+            return tuple(dict.fromkeys(ref.name for ref in refs_in(args)))
+    return tuple(dict.fromkeys(names)) if len(names) > 1 else tuple(names)
+
+
+def _refs_of(node: Node) -> tuple[str, ...]:
+    """`node.refs()`, the same names in the same order: computed here because the
+    first `refs()` call of a node goes through attrs' cached-property hook (an
+    AttributeError raised and caught), and most nodes a batch reads were never asked."""
+    args = node.args
+    if type(args) is tuple and not node.kwargs:
+        return _flat_refs(args)
+    return node.refs()
+
+
+def _renamed(value: Any, old: str, replacement: Ref) -> Any:
+    """`value` with every Ref to `old` replaced by `replacement`: map_arg, with a fast
+    path for the plain tuples most args are (ReplaceUses rewrites every user)."""
+    if type(value) is not tuple:
+        return map_arg(value, lambda ref: replacement if ref.name == old else ref)
+    items = []
+    for item in value:
+        if isinstance(item, Ref):
+            items.append(replacement if item.name == old else item)
+        elif isinstance(item, (tuple, ListArg, FrozenDict, slice)):
+            items.append(_renamed(item, old, replacement))
+        else:
+            items.append(item)
+    return tuple(items)
 
 
 def _check_path(draft: _Draft, path: str) -> None:
@@ -301,12 +387,26 @@ _APPLY = {
 }
 
 
-def apply(program: Program, edits: Iterable[Edit]) -> Program:
-    """The program after `edits`, in order; all of them or, on an IRError, none."""
+def _edited(program: Program, edits: Iterable[Edit]) -> _Draft:
     draft = _Draft(program)
     for edit in edits:
         handler = _APPLY.get(type(edit))
         if handler is None:
             raise IRError(f"not an edit: {edit!r}")
         handler(draft, edit)
+    return draft
+
+
+def apply(program: Program, edits: Iterable[Edit]) -> Program:
+    """The program after `edits`, in order; all of them or, on an IRError, none."""
+    return _edited(program, edits).finish()
+
+
+def apply_marked(program: Program, edits: Iterable[Edit], key: str, value: Any) -> Program:
+    """`apply(program, edits)`, then meta `key` set to `value` on every node the edits
+    added, gave args or a target, or moved, and did not remove: what one more SetMeta
+    edit per such node would do, without building and checking those edits (the
+    pipeline marks every change's nodes with its provenance this way)."""
+    draft = _edited(program, edits)
+    draft.mark_altered(key, value)  # before finish: check_order then caches the final nodes' refs
     return draft.finish()

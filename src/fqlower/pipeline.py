@@ -91,26 +91,28 @@ class RulePass:
 
     def run(self, program: Program) -> PassResult:
         entries: list[Entry] = []
-        rules, nodes = self.rules, program.graph.nodes  # nodes: refreshed after every change
+        # (name, candidate, match, rewrite) per rule, read once: the loop visits every node
+        rules = [(rule.name, rule.candidate, rule.match, rule.rewrite) for rule in self.rules]
+        nodes = program.graph.nodes  # refreshed after every change
         for name in program.graph.order:
             node = nodes.get(name)
             if node is None:  # removed by an earlier rewrite of this pass
                 continue
-            for rule in rules:
-                if rule.candidate is not None and not rule.candidate(node):
+            for rule_name, candidate, match, rewrite in rules:
+                if candidate is not None and not candidate(node):
                     continue
-                outcome = rule.match(program, node)
+                outcome = match(program, node)
                 if outcome is None:
                     continue
                 if isinstance(outcome, Miss):
-                    entries.append(Skip(0, self.name, rule.name, name, outcome.reason))
+                    entries.append(Skip(0, self.name, rule_name, name, outcome.reason))
                     continue
                 try:
-                    edits = tuple(rule.rewrite(program, outcome))
-                    change = Change(0, self.name, rule.name, outcome.anchor, outcome.bindings, edits)
+                    edits = tuple(rewrite(program, outcome))
+                    change = Change(0, self.name, rule_name, outcome.anchor, outcome.bindings, edits)
                     program, change = record_change(program, change)
                 except FqlowerError as error:
-                    raise _with_context(error, f"pass {self.name}, rule {rule.name}", program, name) from error
+                    raise _with_context(error, f"pass {self.name}, rule {rule_name}", program, name) from error
                 entries.append(change)
                 nodes = program.graph.nodes
                 break

@@ -51,14 +51,19 @@ from fqlower.pipeline import Match, Miss, rule_pass
 SIDES = ("lhs", "rhs")  # binding roles of the dequantize nodes at args[0] and args[1]
 
 
+# the tables by the identity of their ops: `target is op` as one dict lookup
+_BINARY_OP_IDS = frozenset(map(id, BINARY_OPS))
+_QUANTIZED_BY_ID = {id(op): qop for op, qop in QUANTIZED_BINARY_OPS.items()}
+_QUANTIZED_RELU_BY_ID = {id(op): qop for op, qop in QUANTIZED_BINARY_RELU_OPS.items()}
+
+
 def is_binary_op(node: Node) -> bool:
-    return node.op == "call_function" and any(node.target is op for op in BINARY_OPS)
+    return node.op == "call_function" and id(node.target) in _BINARY_OP_IDS
 
 
 def quantized_op(binop: Node, with_relu: bool) -> Any:
     """The quantized op torch picks, or None where its table has none (torch: KeyError)."""
-    table = QUANTIZED_BINARY_RELU_OPS if with_relu else QUANTIZED_BINARY_OPS
-    return next((qop for op, qop in table.items() if binop.target is op), None)
+    return (_QUANTIZED_RELU_BY_ID if with_relu else _QUANTIZED_BY_ID).get(id(binop.target))
 
 
 def _target_name(node: Node) -> str:
@@ -108,7 +113,10 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     if isinstance(inputs, Miss):
         return inputs
     chain = (name, relu.name) if relu is not None else (name,)
+    users = program.graph.users
     for node, reader in zip(chain, (*chain[1:], quantize.name)):
+        if users[node] == {reader}:  # the common case, without sorting the users
+            continue
         others = [user for user in program.users(node) if user != reader]
         if others:
             return Miss(f"{node!r} is also used by {others} (torch would erase it anyway)")

@@ -46,9 +46,12 @@ def is_call_method(node: Node) -> bool:
     return node.op == "call_method"
 
 
+_ABSENT = object()
+
+
 def qconfig_is_none(program: Program, name: str) -> bool:
     """True when the qconfig map says: do not quantize this node."""
-    return name in program.qconfig and program.qconfig[name] is None
+    return program.qconfig.get(name, _ABSENT) is None  # one PMap lookup, not `in` and `[]`
 
 
 def module_of(program: Program, node: Node) -> Any:
@@ -56,9 +59,12 @@ def module_of(program: Program, node: Node) -> Any:
     return program.modules.get(node.target) if node.op == "call_module" else None
 
 
+_RELU_FUNCTION_IDS = frozenset(map(id, RELU_FUNCTIONS))  # `target is relu` for one of them, as a set lookup
+
+
 def is_relu(program: Program, node: Node) -> bool:
     if node.op == "call_function":
-        return any(node.target is relu for relu in RELU_FUNCTIONS)
+        return id(node.target) in _RELU_FUNCTION_IDS
     return node.op == "call_module" and type(module_of(program, node)) is nn.ReLU
 
 
@@ -172,12 +178,12 @@ def dequantize_sources(program: Program, args: Any) -> dict[str, str]:
 
 def removable(program: Program, name: str, going_away: set[str]) -> bool:
     """True when every user of `name` is among the nodes being removed."""
-    return all(user in going_away for user in program.users(name))
+    return all(user in going_away for user in program.graph.users.get(name, ()))  # any order will do
 
 
 def bindings(**roles: str | None) -> FrozenDict:
     """Match bindings without the roles that are absent."""
-    return FrozenDict((role, name) for role, name in roles.items() if name is not None)
+    return FrozenDict({role: name for role, name in roles.items() if name is not None})
 
 
 def fresh_name(program: Program, preferred: str, taken: set[str] = frozenset()) -> str:  # type: ignore[assignment]
@@ -206,9 +212,11 @@ def produced_from_constants(program: Program, name: str) -> bool:
 def module_call_sites(program: Program) -> dict[str, tuple[str, ...]]:
     """module path -> the call_module nodes that call it, in graph order."""
     sites: dict[str, list[str]] = {}
-    for node in program.nodes():
+    nodes = program.graph.nodes
+    for name in program.graph.order:
+        node = nodes[name]
         if node.op == "call_module":
-            sites.setdefault(node.target, []).append(node.name)
+            sites.setdefault(node.target, []).append(name)
     return {path: tuple(names) for path, names in sites.items()}
 
 
