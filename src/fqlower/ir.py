@@ -566,8 +566,9 @@ def _from_fx(
         name = fx_node.name
         op = fx_node.op
         target = fx_node.target
-        args = fx_node.args
-        kwargs = fx_node.kwargs
+        # what the args/kwargs/all_input_nodes properties return, without a Python call each
+        args = fx_node._args
+        kwargs = fx_node._kwargs
         node = new_node(
             name,
             op,
@@ -579,7 +580,7 @@ def _from_fx(
         )
         # the nodes it reads, as node.refs() names them (FX keeps them, in order, without
         # repeats); only args and kwargs hold them
-        for input_node in fx_node.all_input_nodes if args or kwargs else ():
+        for input_node in fx_node._input_nodes if args or kwargs else ():
             try:
                 users[input_node.name].append(name)
             except KeyError:
