@@ -566,9 +566,8 @@ def _from_fx(
         name = fx_node.name
         op = fx_node.op
         target = fx_node.target
-        # what the args/kwargs/all_input_nodes properties return, without a Python call each
-        args = fx_node._args
-        kwargs = fx_node._kwargs
+        args = fx_node.args
+        kwargs = fx_node.kwargs
         node = new_node(
             name,
             op,
@@ -580,7 +579,7 @@ def _from_fx(
         )
         # the nodes it reads, as node.refs() names them (FX keeps them, in order, without
         # repeats); only args and kwargs hold them
-        for input_node in fx_node._input_nodes if args or kwargs else ():
+        for input_node in fx_node.all_input_nodes if args or kwargs else ():
             try:
                 users[input_node.name].append(name)
             except KeyError:
