@@ -122,3 +122,43 @@ def test_format_program_reads_like_the_model():
         "return %add_1",
     ]
     assert operator.add is tiny_program().node("add").target
+
+
+class _Shadowing(torch.nn.Module):
+    """A module whose class answers some names itself, before its tables would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = torch.nn.ReLU()
+        self.register_buffer("w", torch.zeros(2))
+
+    @property
+    def inner_alias(self) -> torch.nn.Module:  # a property resolves through the class
+        return self.inner
+
+    def __getattr__(self, name: str):  # overrides Module.__getattr__: 'w' is answered here
+        if name == "w" and "w" in self._buffers:
+            return self._buffers["w"] + 1
+        return super().__getattr__(name)
+
+
+def test_from_fx_looks_modules_and_attributes_up_as_getattr_does():
+    root = torch.nn.Module()
+    root.sub = _Shadowing()
+    root.offset = torch.nn.Parameter(torch.ones(2))
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    w = graph.get_attr("sub.w")
+    offset = graph.get_attr("offset")
+    y = graph.call_module("sub.inner_alias", (x,))
+    z = graph.call_module("sub.inner", (y,))
+    graph.output(graph.call_function(torch.add, (graph.call_function(torch.add, (z, w)), offset)))
+    gm = torch.fx.GraphModule(root, graph)
+    gm.sub = root.sub  # GraphModule copied the targets into plain modules: put the class back
+    program = fqlower.from_fx(gm)
+    assert program.modules["sub.inner"] is gm.get_submodule("sub.inner")
+    assert program.modules["sub.inner_alias"] is gm.get_submodule("sub.inner_alias")
+    assert program.constants["offset"] is gm.offset
+    # the class's own __getattr__ answered, as getattr(gm.sub, 'w') does: ones, not the zero buffer
+    assert torch.equal(program.constants["sub.w"], torch.ones(2))
+    assert torch.equal(fqlower.to_fx(program)(torch.zeros(2)), gm(torch.zeros(2)))
