@@ -438,9 +438,8 @@ def _provenance(before: Program, change: Change) -> FrozenDict:
         if node is not None:
             earlier = node.meta.get(PROVENANCE)
             sources.update(earlier["from"] if earlier else (name,))
-    return FrozenDict(
-        (("pass", change.pass_name), ("rule", change.rule), ("anchor", change.anchor), ("from", tuple(sorted(sources))))
-    )
+    # from a dict: FrozenDict takes its fast path (a tuple of pairs goes through an ABC check)
+    return FrozenDict({"pass": change.pass_name, "rule": change.rule, "anchor": change.anchor, "from": tuple(sorted(sources))})
 
 
 _HASHING: contextvars.ContextVar[bool] = contextvars.ContextVar("fqlower_change_hashes", default=True)

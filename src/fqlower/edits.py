@@ -300,16 +300,11 @@ class _Draft:
         for name in self.altered:
             node = nodes.get(name)
             if node is not None:
-                nodes[name] = _node(node, node.op, node.target, node.args, node.kwargs, node.meta.set(key, value))
+                nodes[name] = _node(node, node.op, node.target, node.args, node.kwargs, _meta_set(node.meta, key, value))
 
     def finish(self) -> Program:
         self.check_order()
-        graph = Graph(
-            nodes=self.nodes.finish(),
-            positions=self.positions.finish(),
-            users=self.users.finish(),
-            next_serial=self.serial,
-        )
+        graph = Graph(self.nodes.finish(), self.positions.finish(), self.users.finish(), self.serial)
         program = self.program  # Program(...) directly: attrs.evolve introspects on every call
         modules = program.modules if self.modules is program.modules else self.modules.persistent()
         constants = program.constants if self.constants is program.constants else self.constants.persistent()
@@ -367,6 +362,15 @@ def _renamed(value: Any, old: str, replacement: Ref) -> Any:
         else:
             items.append(item)
     return tuple(items)
+
+
+def _meta_set(meta: FrozenDict, key: str, value: Any) -> FrozenDict:
+    """`meta.set(key, value)`, built from a dict (FrozenDict's fast path)."""
+    if type(meta) is not FrozenDict:
+        return meta.set(key, value)
+    items = dict(meta.items())
+    items[key] = value  # replaced in place if present, else appended: as FrozenDict.set
+    return FrozenDict(items)
 
 
 def _check_path(draft: _Draft, path: str) -> None:

@@ -47,9 +47,10 @@ def quantized_class(module: object) -> type | str | None:
         return padding_by_name(module) or STATIC_MODULES[cls]
     if cls in STATIC_FUSED_MODULES:
         inner, quantized = STATIC_FUSED_MODULES[cls]
-        if type(module[0]) is not inner:  # type: ignore[index]
-            return f"fused {cls.__name__} holds a {type(module[0]).__name__}, not a reference {inner.__name__}"  # type: ignore[index]
-        return padding_by_name(module[0]) or quantized  # type: ignore[index]
+        first = module[0]  # type: ignore[index]  # once: Sequential indexing is slow
+        if type(first) is not inner:
+            return f"fused {cls.__name__} holds a {type(first).__name__}, not a reference {inner.__name__}"
+        return padding_by_name(first) or quantized
     return None
 
 
