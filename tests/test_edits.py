@@ -202,3 +202,14 @@ def test_edits_are_values():
     assert edit == AddNode(call("n", torch.neg, Ref("x")), "x")
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         edit.after = "y"  # type: ignore[misc]
+
+
+def test_order_after_removals_reuses_the_earlier_order_and_after_a_move_sorts_again():
+    program = tiny_program()
+    names(program)  # computes the order
+    moved = apply(program, [SetArgs("relu", (Ref("offset"),)), MoveNode("relu", after="offset"), SetArgs("add", (Ref("fc"), Ref("x")))])
+    assert moved.graph.order_hint is None
+    assert names(moved) == [name for name, _ in sorted(moved.graph.positions.items(), key=lambda item: item[1])]
+    removed = apply(moved, [RemoveNode("relu")])
+    assert removed.graph.order_hint == tuple(names(moved))
+    assert names(removed) == [name for name in names(moved) if name != "relu"]

@@ -124,3 +124,26 @@ def test_logs_are_byte_identical_across_runs_and_processes():
         for seed in ("1", "2")
     }
     assert outputs == {first.dumps()}
+
+
+@pytest.mark.parametrize("case_id", ["TwoLayerLinear-static_fbgemm", "ConvBnAddRelu-static_fbgemm", "FunctionalConvLinear-static_fbgemm", "LSTMwithHidden-dynamic_int8"])
+def test_every_snapshot_keeps_nodes_in_position_order(case_id):
+    """Graphs that only removed nodes reuse an earlier order instead of sorting: every
+    program a pass produces still lists its nodes in position order."""
+    import zoo
+
+    from fqlower.passes import default_pipeline
+    from fqlower.pipeline import Snapshots
+
+    ref = zoo.case_by_id(case_id).build()
+    snapshots = Snapshots()
+    program = fqlower.from_fx(ref.module, ref.qconfig_map, ref.node_name_to_scope)
+    program.graph.order  # noqa: B018 - computed, so the first pass's graphs get a hint
+    default_pipeline().run(program, (snapshots,))
+    hinted = 0
+    for _, snapshot in snapshots.programs:
+        graph = snapshot.graph
+        hinted += graph.order_hint is not None
+        by_position = tuple(name for name, _ in sorted(graph.positions.items(), key=lambda item: item[1]))
+        assert graph.order == by_position
+    assert hinted, "no pass produced a hinted graph: the test checks nothing new"

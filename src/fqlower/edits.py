@@ -117,6 +117,7 @@ class _Draft:
         self.constants = program.constants
         self.serial = graph.next_serial
         self.touched: dict[str, None] = {}  # nodes whose order is checked when the batch is in
+        self.reordered = False  # a node was added or moved: positions are no longer a subset
         self.altered: dict[str, None] = {}  # nodes added, given args or a target, or moved
         # node.refs() of the nodes this draft built (a node's first refs() call is costly)
         self.refs: dict[str, tuple[str, ...]] = {}
@@ -210,6 +211,7 @@ class _Draft:
         self.nodes[node.name] = node
         self.refs[node.name] = used
         self.positions[node.name] = position
+        self.reordered = True
         self.users[node.name] = frozenset()
         self.link(node.name, used)
         self.altered[node.name] = None
@@ -220,6 +222,7 @@ class _Draft:
         if node.op in ("placeholder", "output") or edit.name == edit.after:
             raise self.fail(f"cannot move node {edit.name!r}", edit.name)
         self.positions[edit.name] = self.position_after(edit.after)
+        self.reordered = True
         self.touched[edit.name] = None
         self.altered[edit.name] = None
 
@@ -304,7 +307,8 @@ class _Draft:
 
     def finish(self) -> Program:
         self.check_order()
-        graph = Graph(self.nodes.finish(), self.positions.finish(), self.users.finish(), self.serial)
+        hint = None if self.reordered else self.program.graph.known_order()
+        graph = Graph(self.nodes.finish(), self.positions.finish(), self.users.finish(), self.serial, hint)
         program = self.program  # Program(...) directly: attrs.evolve introspects on every call
         modules = program.modules if self.modules is program.modules else self.modules.persistent()
         constants = program.constants if self.constants is program.constants else self.constants.persistent()

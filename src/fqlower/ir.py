@@ -199,11 +199,25 @@ class Graph:
     positions: immutables.Map  # name -> Position
     users: immutables.Map  # name -> frozenset of user names (small sets: C-speed add/discard)
     next_serial: int
+    # The order of an earlier graph this one only removed nodes from (or None): filtering
+    # it costs a tenth of sorting the positions, and most passes only remove nodes.
+    order_hint: tuple[str, ...] | None = attrs.field(default=None, eq=False, repr=False)
 
     @functools.cached_property
     def order(self) -> tuple[str, ...]:
-        """Node names in program order (sorted once per graph value)."""
-        return tuple(name for name, _ in sorted(self.positions.items(), key=operator.itemgetter(1)))
+        """Node names in program order (computed once per graph value)."""
+        positions = self.positions
+        if self.order_hint is not None:
+            return tuple([name for name in self.order_hint if name in positions])
+        return tuple(name for name, _ in sorted(positions.items(), key=operator.itemgetter(1)))
+
+    def known_order(self) -> tuple[str, ...] | None:
+        """The order if already computed, else the hint (what a graph that only removes
+        nodes from this one may take as its hint)."""
+        try:
+            return object.__getattribute__(self, "order")  # the slot, without computing it
+        except AttributeError:
+            return self.order_hint
 
 
 @attrs.frozen
