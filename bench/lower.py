@@ -342,7 +342,7 @@ def _med(xs: list[float]) -> float:
 
 
 def print_table(rows: list[Row], repeats: int) -> None:
-    print(f"\nmedians of {repeats} alternating repeats; torch on a fresh deepcopy each repeat (copy untimed); "
+    print(f"\nmedians of {repeats} alternating repeats (ratios: median of the repeats' own ratios); torch on a fresh deepcopy each repeat (copy untimed); "
           f"fqlower on the same model (it does not mutate); gc on; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     hdr = (f"{'model':<14} {'nodes':>6} {'wmods':>5} | {'torch ms':>9} {'fqlower ms':>10} {'floor ms':>9} | "
@@ -352,9 +352,14 @@ def print_table(rows: list[Row], repeats: int) -> None:
     print("-" * len(hdr))
     for r in rows:
         t, f, fl = _med(r.torch_ms), _med(r.fq_ms), _med(r.floor_ms)
+        # ratios: the median over repeats of each repeat's own ratio (its three timings run
+        # back to back, so a slow spell of the machine slows all three)
+        fq_torch = _med([a / b for a, b in zip(r.fq_ms, r.torch_ms)])
+        fq_floor = _med([a / b for a, b in zip(r.fq_ms, r.floor_ms)])
+        torch_floor = _med([a / b for a, b in zip(r.torch_ms, r.floor_ms)])
         inf = lambda x: "n/a" if x is None else f"{x:.0f}"  # noqa: E731
         print(f"{r.name:<14} {r.nodes:>6} {r.weighted:>5} | {t:>9.1f} {f:>10.1f} {fl:>9.1f} | "
-              f"{f / t:>8.2f} {f / fl:>8.2f} {t / fl:>11.2f} | {t * 1e3 / r.nodes:>10.1f} {f * 1e3 / r.nodes:>8.1f} | "
+              f"{fq_torch:>8.2f} {fq_floor:>8.2f} {torch_floor:>11.2f} | {t * 1e3 / r.nodes:>10.1f} {f * 1e3 / r.nodes:>8.1f} | "
               f"{inf(r.torch_infer_us):>14} {inf(r.fq_infer_us):>11}")
     for r in rows:
         if r.note:
