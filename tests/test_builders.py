@@ -161,11 +161,11 @@ def test_builders_decline_what_they_were_not_written_for():
 
 def test_unusual_modules_still_lower_through_from_reference():
     """A reflect-padded conv takes from_reference's path and lowers exactly as torch lowers it."""
-    from fqlower.reference import reference_model, torch_lowering
+    from torch.ao.quantization import get_default_qconfig_mapping
 
     import fqlower
     from fqlower.compare import lowering_differences
-    from torch.ao.quantization import get_default_qconfig_mapping
+    from fqlower.reference import reference_model, torch_lowering
 
     model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), torch.nn.Conv2d(3, 3, 3, padding=(1, 0))).eval()
     x = (torch.randn(1, 2, 6, 6),)
@@ -212,3 +212,23 @@ def test_built_modules_script_copy_and_save_as_from_reference_ones_do(cls, tmp_p
     loaded[0].load_state_dict(expected.state_dict())
     loaded[1].load_state_dict(built.state_dict())
     assert values_equal(loaded[0](q), loaded[1](q))
+
+
+def test_the_emitter_builds_common_modules_without_from_reference(monkeypatch):
+    """The builders are keyed by the factory names the passes write: lowering a conv+relu
+    and a linear model never calls from_reference."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+
+    import fqlower
+    from fqlower.compare import lowering_differences
+    from fqlower.reference import reference_model, torch_lowering
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.ReLU(), torch.nn.Conv2d(3, 3, 1), torch.nn.Flatten(), torch.nn.Linear(48, 4)).eval()
+    x = (torch.randn(1, 2, 6, 6),)
+    ref = reference_model(model, x, get_default_qconfig_mapping())
+    expected = torch_lowering(ref)
+    for cls in (nnq.Conv2d, nniq.ConvReLU2d, nnq.Linear):
+        monkeypatch.setattr(cls, "from_reference", classmethod(lambda *args: pytest.fail("from_reference was called")))
+    ours = fqlower.lower_to_native_backend(ref.module, ref.qconfig_map, ref.node_name_to_scope)
+    assert {type(ours.get_submodule(path)) for path in ("0", "2", "4")} == {nniq.ConvReLU2d, nnq.Conv2d, nnq.Linear}
+    assert lowering_differences(expected, ours, x) == []
