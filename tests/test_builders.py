@@ -215,8 +215,9 @@ def test_built_modules_script_copy_and_save_as_from_reference_ones_do(cls, tmp_p
 
 
 def test_the_emitter_builds_common_modules_without_from_reference(monkeypatch):
-    """The builders are keyed by the factory names the passes write: lowering a conv+relu
-    and a linear model never calls from_reference."""
+    """The builders are keyed by the factory names the passes write: lowering a conv+relu,
+    a conv and a linear model builds each module with its builder (which then needs no
+    from_reference), and the result equals torch's."""
     from torch.ao.quantization import get_default_qconfig_mapping
 
     import fqlower
@@ -227,8 +228,17 @@ def test_the_emitter_builds_common_modules_without_from_reference(monkeypatch):
     x = (torch.randn(1, 2, 6, 6),)
     ref = reference_model(model, x, get_default_qconfig_mapping())
     expected = torch_lowering(ref)
+    built: list[type] = []
     for cls in (nnq.Conv2d, nniq.ConvReLU2d, nnq.Linear):
-        monkeypatch.setattr(cls, "from_reference", classmethod(lambda *args: pytest.fail("from_reference was called")))
+        key = f"{qualified_name(cls)}.from_reference"
+
+        def counted(*args: Any, builder: Any = BUILDERS[key]) -> Any:
+            module = builder(*args)
+            built.append(type(module))
+            return module
+
+        monkeypatch.setitem(BUILDERS, key, counted)
     ours = fqlower.lower_to_native_backend(ref.module, ref.qconfig_map, ref.node_name_to_scope)
+    assert sorted(cls.__name__ for cls in built) == ["Conv2d", "ConvReLU2d", "Linear"]
     assert {type(ours.get_submodule(path)) for path in ("0", "2", "4")} == {nniq.ConvReLU2d, nnq.Conv2d, nnq.Linear}
     assert lowering_differences(expected, ours, x) == []
