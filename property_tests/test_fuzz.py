@@ -82,6 +82,8 @@ import torch.nn.functional as F
 from hypothesis import Phase, event, given, note, reject, settings
 from hypothesis import strategies as st
 
+from deliberate import deliberate_differences
+
 import fqlower
 from fqlower import ChangeLog, ChangeLogError, FqlowerError, ReplayMismatch
 from fqlower.compare import (
@@ -91,7 +93,6 @@ from fqlower.compare import (
     state_dict_differences,
     values_equal,
 )
-from fqlower.explain import native_kind
 from fqlower.ir import format_target
 from fqlower.reference import ReferenceModel, torch_lowering
 
@@ -997,32 +998,6 @@ def far_from(ours: Any, ref: Any, path: str = "output") -> str | None:
                 return problem
         return None
     return None if values_equal(ours, ref) else f"{path}: {ours!r} vs the reference's {ref!r}"
-
-
-# Skips that record where torch 2.13 fails or computes something else (README, "Where
-# fqlower does better than torch 2.13", and the pass docstrings): they all say what
-# torch would do, except "also used outside the quantized pattern".
-_DELIBERATE = re.compile(r"torch|also used outside the quantized pattern")
-
-
-def quantized_calls(gm: torch.fx.GraphModule) -> int:
-    """How many nodes run natively (a quantized op or a non-reference quantized module)."""
-    program = fqlower.from_fx(gm)
-    return sum(native_kind(program, node) is not None for node in program.nodes())
-
-
-def deliberate_differences(lowering: fqlower.Lowering, theirs: torch.fx.GraphModule | None = None) -> list[str]:
-    """The places where fqlower's result differs from torch's on purpose: a skip that
-    says why, a relu kept, or more native quantized calls than torch's result has (torch
-    leaves ops float that it misreads, e.g. a weight quantize with keyword arguments)."""
-    found = [f"skip {skip.rule} at {skip.node!r}: {skip.reason}" for skip in lowering.log.skips if _DELIBERATE.search(skip.reason)]
-    if theirs is not None and quantized_calls(lowering.module) > quantized_calls(theirs):
-        found.append(f"fqlower lowers {quantized_calls(lowering.module)} calls to native ops, torch {quantized_calls(theirs)}")
-    for change in lowering.log.changes:
-        relu = change.bindings.get("relu")
-        if relu is not None and relu in lowering.program:
-            found.append(f"relu {relu!r} kept after {change.anchor!r} ({change.pass_name})")
-    return found
 
 
 def differences_from_torch(expected: torch.fx.GraphModule, actual: torch.fx.GraphModule, expected_out: Any, actual_out: Any) -> list[str]:

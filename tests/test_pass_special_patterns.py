@@ -767,3 +767,41 @@ def test_regression_a_dequantize_of_an_op_left_in_float_is_not_bypassed():
     out, expected = ours.module(*case.example_inputs), gm(*case.example_inputs)
     for got, want in zip(out, expected):
         assert (got - want).abs().max() <= 0.1 * want.abs().max() + 1e-3
+
+
+class _UnquantizedRelu(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x)
+
+
+class _ReluChainWithAFloatBlock(nn.Module):
+    """A relu in a block whose qconfig is None, read by a quantized relu and a float one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b1 = _UnquantizedRelu()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v1 = self.b1(F.relu(x))
+        return F.relu(v1), torch.relu(v1)
+
+
+def test_regression_generated_float_relu_read_twice_keeps_its_float_output():
+    # found by the oracle law (1,000 generated examples): torch reroutes the unquantized
+    # block's relu to read the quantized input and so returns a quantized second output;
+    # fqlower keeps it float, with the reason, and the law now accepts such a departure
+    # only when fqlower still computes what the reference model computes
+    from fqlower.reference import reference_model, torch_lowering
+
+    torch.manual_seed(0)
+    qconfig_mapping = get_default_qconfig_mapping("fbgemm").set_module_name("b1", None)
+    ref = reference_model(_ReluChainWithAFloatBlock().eval(), (torch.randn(256, 4),), qconfig_mapping)
+    x = torch.randn(2, 4)
+    theirs = torch_lowering(ref)(x)
+    assert theirs[1].is_quantized  # torch: the float relu's output became quantized
+    lowering = fqlower.lower(ref.module, ref.qconfig_map, ref.node_name_to_scope)
+    assert any("which torch would hand its quantized output" in skip.reason for skip in lowering.log.skips)
+    ours, expected = lowering.module(x), ref.module(x)
+    assert not ours[1].is_quantized
+    assert torch.equal(ours[1], expected[1])
+    assert (ours[0] - expected[0]).abs().max() <= 0.05
