@@ -805,3 +805,32 @@ def test_regression_generated_float_relu_read_twice_keeps_its_float_output():
     assert not ours[1].is_quantized
     assert torch.equal(ours[1], expected[1])
     assert (ours[0] - expected[0]).abs().max() <= 0.05
+
+
+class _DropoutLeftFloat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.b1_dropout = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v1 = self.b1_dropout(F.relu(x))
+        return F.relu(torch.relu(v1)), v1.contiguous()
+
+
+def test_regression_generated_float_dropout_read_twice_runs_where_torchs_model_fails():
+    # found by the oracle law (1,000 generated examples): torch swaps the unquantized
+    # dropout for a quantized one and feeds its output to quantize_per_tensor, so its
+    # lowered model raises NotImplementedError; fqlower leaves the dropout float, with the
+    # reason, and its model computes what the reference computes
+    from fqlower.reference import reference_model, torch_lowering
+
+    torch.manual_seed(0)
+    qconfig_mapping = get_default_qconfig_mapping("fbgemm").set_module_name("b1_dropout", None)
+    ref = reference_model(_DropoutLeftFloat().eval(), (torch.randn(256, 4),), qconfig_mapping)
+    x = torch.randn(2, 4)
+    with pytest.raises(NotImplementedError):
+        torch_lowering(ref)(x)
+    lowering = fqlower.lower(ref.module, ref.qconfig_map, ref.node_name_to_scope)
+    assert any("which torch would hand its quantized output" in skip.reason for skip in lowering.log.skips)
+    ours, expected = lowering.module(x), ref.module(x)
+    assert all((a - b).abs().max() <= 0.05 for a, b in zip(ours, expected))
