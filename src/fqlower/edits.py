@@ -19,7 +19,7 @@ import attrs
 import torch
 
 from fqlower.errors import IRError
-from fqlower.ir import OPS, Build, FrozenDict, Graph, ListArg, Node, Program, Ref, map_arg, refs_in
+from fqlower.ir import OPS, Build, FrozenDict, Graph, ListArg, Node, Program, Ref, map_arg, ref_names
 
 
 @attrs.frozen
@@ -126,9 +126,11 @@ class _Draft:
         return IRError(message, node=node, program=self.program)
 
     def refs_of(self, name: str, node: Node) -> tuple[str, ...]:
-        """`node.refs()` of the node now called `name`."""
+        """`node.refs()` of the node now called `name`, without caching it on the node (a
+        node's first `refs()` call goes through attrs' cached-property hook, and most
+        nodes a batch reads are read once)."""
         refs = self.refs.get(name)
-        return refs if refs is not None else _refs_of(node)
+        return refs if refs is not None else ref_names(node.args, node.kwargs)
 
     def require_node(self, name: str, role: str) -> Node:
         node = self.nodes.get(name)
@@ -206,7 +208,7 @@ class _Draft:
         if node.op == "output":
             raise self.fail(f"cannot add node {node.name!r}: the program already has an output", node.name)
         self.check_target(node.name, node.op, node.target)
-        used = self.check_inputs(node.name, _refs_of(node))
+        used = self.check_inputs(node.name, ref_names(node.args, node.kwargs))
         position = self.position_after(edit.after) if edit.after is not None else self.position_before(edit.before)
         self.nodes[node.name] = node
         self.refs[node.name] = used
@@ -244,12 +246,12 @@ class _Draft:
         name = edit.name
         node = self.require_node(name, "node")
         kwargs = edit.kwargs if isinstance(edit.kwargs, FrozenDict) else FrozenDict(edit.kwargs)
-        used = self.check_inputs(name, _refs((edit.args, kwargs)))
+        used = self.check_inputs(name, ref_names(edit.args, kwargs))
         self.unlink(name, self.refs_of(name, node))
         self.link(name, used)
         new = self.nodes[name] = _node(node, node.op, node.target, tuple(edit.args), kwargs, node.meta)
         # (a list's items are no inputs to check_inputs, as ever, but are the node's refs)
-        self.refs[name] = used if isinstance(edit.args, tuple) else _refs_of(new)
+        self.refs[name] = used if isinstance(edit.args, tuple) else ref_names(new.args, new.kwargs)
         self.altered[name] = None
 
     def set_target(self, edit: SetTarget) -> None:
@@ -318,38 +320,6 @@ class _Draft:
 def _node(node: Node, op: str, target: Any, args: tuple[Any, ...], kwargs: FrozenDict, meta: FrozenDict) -> Node:
     """`node` with these fields (attrs.evolve, without its per-call field introspection)."""
     return Node(node.name, op, target, args, kwargs, meta, node.type)
-
-
-def _refs(value: Any) -> tuple[str, ...]:
-    """Names of the nodes `value` refers to, in order, without repeats."""
-    if type(value) is tuple and len(value) == 2 and type(value[0]) is tuple and not value[1]:
-        return _flat_refs(value[0])  # (args, no kwargs): the common case
-    return tuple(dict.fromkeys(ref.name for ref in refs_in(value)))
-
-
-_NESTED = (Ref, tuple, ListArg, FrozenDict, slice)
-
-
-def _flat_refs(args: tuple[Any, ...]) -> tuple[str, ...]:
-    """Names of the nodes `args` refers to, in order, without repeats: a loop over the
-    items when none nests anything (a tuple, list, dict or slice), else `refs_in`."""
-    names = []
-    for item in args:
-        if type(item) is Ref:
-            names.append(item.name)
-        elif isinstance(item, _NESTED):
-            return tuple(dict.fromkeys(ref.name for ref in refs_in(args)))
-    return tuple(dict.fromkeys(names)) if len(names) > 1 else tuple(names)
-
-
-def _refs_of(node: Node) -> tuple[str, ...]:
-    """`node.refs()`, the same names in the same order: computed here because the
-    first `refs()` call of a node goes through attrs' cached-property hook (an
-    AttributeError raised and caught), and most nodes a batch reads were never asked."""
-    args = node.args
-    if type(args) is tuple and not node.kwargs:
-        return _flat_refs(args)
-    return node.refs()
 
 
 def _renamed(value: Any, old: str, replacement: Ref) -> Any:

@@ -149,10 +149,7 @@ class Node:
 
     @functools.cached_property
     def _refs(self) -> tuple[str, ...]:  # asked for on every edit that touches the node
-        found: dict[str, None] = {}
-        _collect_refs(self.args, found)
-        _collect_refs(self.kwargs, found)
-        return tuple(found)
+        return ref_names(self.args, self.kwargs)
 
     def arg(self, index: int, keyword: str, default: Any = None) -> Any:
         """Argument by position or keyword, as FX callers pass either."""
@@ -295,6 +292,16 @@ def map_arg(value: Any, fn: Callable[[Ref], Any]) -> Any:
     if isinstance(value, slice):
         return slice(map_arg(value.start, fn), map_arg(value.stop, fn), map_arg(value.step, fn))
     return value
+
+
+def ref_names(args: Any, kwargs: Any = EMPTY) -> tuple[str, ...]:
+    """Names of the nodes `args` and `kwargs` refer to, in order, without repeats
+    (`Node.refs`, computed afresh: for nodes a batch of edits builds or reads once)."""
+    found: dict[str, None] = {}
+    _collect_refs(args, found)
+    if kwargs:
+        _collect_refs(kwargs, found)
+    return tuple(found)
 
 
 def _collect_refs(value: Any, found: dict[str, None]) -> None:
