@@ -19,7 +19,7 @@ import attrs
 import torch
 
 from fqlower.errors import IRError
-from fqlower.ir import OPS, Build, FrozenDict, Graph, ListArg, Node, Program, Ref, map_arg, ref_names
+from fqlower.ir import OPS, Build, FrozenDict, Graph, Node, Program, Ref, map_arg, ref_names
 
 
 @attrs.frozen
@@ -270,10 +270,14 @@ class _Draft:
         moved = [user for user in users[old] if user != new]
         self.touched.update(dict.fromkeys(moved))
         nodes, refs, replacement = self.nodes, self.refs, Ref(new)
+
+        def swap(ref: Ref) -> Ref:
+            return replacement if ref.name == old else ref
+
         for user in moved:
             node = nodes[user]
-            kwargs = _renamed(node.kwargs, old, replacement) if node.kwargs else node.kwargs
-            nodes[user] = _node(node, node.op, node.target, _renamed(node.args, old, replacement), kwargs, node.meta)
+            kwargs = map_arg(node.kwargs, swap) if node.kwargs else node.kwargs
+            nodes[user] = _node(node, node.op, node.target, map_arg(node.args, swap), kwargs, node.meta)
             refs[user] = tuple(dict.fromkeys([new if used == old else used for used in self.refs_of(user, node)]))
         users[old] = users[old].difference(moved)
         users[new] = users[new].union(moved)
@@ -305,7 +309,7 @@ class _Draft:
         for name in self.altered:
             node = nodes.get(name)
             if node is not None:
-                nodes[name] = _node(node, node.op, node.target, node.args, node.kwargs, _meta_set(node.meta, key, value))
+                nodes[name] = _node(node, node.op, node.target, node.args, node.kwargs, node.meta.set(key, value))
 
     def finish(self) -> Program:
         self.check_order()
@@ -320,31 +324,6 @@ class _Draft:
 def _node(node: Node, op: str, target: Any, args: tuple[Any, ...], kwargs: FrozenDict, meta: FrozenDict) -> Node:
     """`node` with these fields (attrs.evolve, without its per-call field introspection)."""
     return Node(node.name, op, target, args, kwargs, meta, node.type)
-
-
-def _renamed(value: Any, old: str, replacement: Ref) -> Any:
-    """`value` with every Ref to `old` replaced by `replacement`: map_arg, with a fast
-    path for the plain tuples most args are (ReplaceUses rewrites every user)."""
-    if type(value) is not tuple:
-        return map_arg(value, lambda ref: replacement if ref.name == old else ref)
-    items = []
-    for item in value:
-        if isinstance(item, Ref):
-            items.append(replacement if item.name == old else item)
-        elif isinstance(item, (tuple, ListArg, FrozenDict, slice)):
-            items.append(_renamed(item, old, replacement))
-        else:
-            items.append(item)
-    return tuple(items)
-
-
-def _meta_set(meta: FrozenDict, key: str, value: Any) -> FrozenDict:
-    """`meta.set(key, value)`, built from a dict (FrozenDict's fast path)."""
-    if type(meta) is not FrozenDict:
-        return meta.set(key, value)
-    items = dict(meta.items())
-    items[key] = value  # replaced in place if present, else appended: as FrozenDict.set
-    return FrozenDict(items)
 
 
 def _check_path(draft: _Draft, path: str) -> None:

@@ -90,9 +90,9 @@ class FrozenDict(Mapping[str, Any]):
 
     def set(self, key: Any, value: Any) -> FrozenDict:
         """A copy with `key` set (appended if new, replaced in place if present)."""
-        if key in self._dict:
-            return FrozenDict((k, value if k == key else v) for k, v in self._items)
-        return FrozenDict((*self._items, (key, value)))
+        items = dict(self._dict)  # from a dict: __init__'s fast path
+        items[key] = value
+        return FrozenDict(items)
 
     def remove(self, key: Any) -> FrozenDict:
         return FrozenDict((k, v) for k, v in self._items if k != key)
@@ -278,8 +278,13 @@ class Program:
 # --- args ----------------------------------------------------------------------------------
 
 
+_CONTAINERS = (tuple, ListArg, FrozenDict, slice)
+
+
 def map_arg(value: Any, fn: Callable[[Ref], Any]) -> Any:
     """Rebuild `value` with every Ref replaced by fn(ref)."""
+    if type(value) is tuple:  # most args: one pass, recursing only into containers
+        return tuple([fn(item) if isinstance(item, Ref) else map_arg(item, fn) if isinstance(item, _CONTAINERS) else item for item in value])
     if isinstance(value, Ref):
         return fn(value)
     if isinstance(value, tuple):
