@@ -125,10 +125,11 @@ def test_beyond_the_oracle_fqlower_lowers_within_quantization_error_or_names_the
 
 
 def checking_engine(example):
-    """The engine to compare against the reference model on. qnnpack's recipe calibrates
-    activations to the full 8 bits, on which x86/fbgemm kernels can overflow (torch's own
-    lowering computes the same values there: found by the 1,000-example run)."""
-    return "qnnpack" if example.recipe.backend == "qnnpack" else torch.backends.quantized.engine
+    """The engine to compare against the reference model on. qnnpack's and onednn's recipes
+    calibrate activations to the full 8 bits, on which the x86 kernels (and, for linear,
+    onednn's here) can overflow; torch's own lowering computes the same values there
+    (found by the 1,000-example run and by a random `make test` run)."""
+    return "qnnpack" if example.recipe.backend in ("qnnpack", "onednn") else torch.backends.quantized.engine
 
 
 @contextlib.contextmanager
