@@ -82,8 +82,6 @@ import torch.nn.functional as F
 from hypothesis import Phase, event, given, note, reject, settings
 from hypothesis import strategies as st
 
-from deliberate import deliberate_differences
-
 import fqlower
 from fqlower import ChangeLog, ChangeLogError, FqlowerError, ReplayMismatch
 from fqlower.compare import (
@@ -94,6 +92,7 @@ from fqlower.compare import (
     values_equal,
 )
 from fqlower.ir import format_target
+from fqlower.departures import departed_nodes, departures, differences_outside
 from fqlower.reference import ReferenceModel, torch_lowering
 
 _TESTS = str(Path(__file__).resolve().parent.parent / "tests")
@@ -1053,13 +1052,15 @@ def test_lowering_never_raises_anything_but_fqlower_errors(fuzzed: Fuzzed) -> No
     if not differences:
         event("fqlower lowers; equal to torch" + (" (neither result runs)" if isinstance(ours, Failed) else ""))
         return
-    deliberate = deliberate_differences(lowering, theirs)
-    note(f"differences from torch: {differences}\ndeliberate: {deliberate}")
+    deliberate = departures(lowering)
+    note(f"differences from torch: {differences}\ndeparts: {deliberate}")
     assert deliberate, (
         f"fqlower's lowering differs from torch's, and not where fqlower differs on purpose: {differences}\n"
         f"torch ({'does not run: ' + repr(theirs_out) if isinstance(theirs_out, Failed) else 'runs'}):\n{theirs.code}\n"
         f"fqlower ({'does not run: ' + repr(ours) if isinstance(ours, Failed) else 'runs'}):\n{lowering.module.code}"
     )
+    outside = differences_outside(theirs, lowering.module, departed_nodes(lowering))
+    assert not outside, f"differences outside the departures {deliberate}: {outside}"
     event("fqlower lowers; differs from torch on purpose")
     if isinstance(ours, Failed) and isinstance(theirs_out, Failed) and repr(ours) == repr(theirs_out):
         # garbage in (e.g. a dequantize of a float model input feeding a quantized module):

@@ -15,6 +15,7 @@ from torch.ao.quantization import QConfigMapping, default_dynamic_qconfig, float
 import fqlower
 from fqlower import Build, Original
 from fqlower.compare import lowering_differences, values_equal
+from fqlower.fingerprint import describe
 from fqlower.passes import FOLD_WEIGHTS, LOWER_DYNAMIC_FUNCTIONALS, LOWER_STATIC_FUNCTIONALS
 from fqlower.reference import reference_model, torch_lowering
 
@@ -350,12 +351,19 @@ def test_regression_weight_with_float_zero_points_is_left_with_a_reason(pass_):
     ours = fqlower.lower(gm, reference.qconfig_map, reference.node_name_to_scope)
     reasons = [skip.reason for skip in ours.log.skips]
     assert any("floating-point zero points" in reason for reason in reasons), reasons
-    assert torch.equal(ours.module(LINEAR_X), ours.module(LINEAR_X))
-    assert torch.equal(ours.module(LINEAR_X), gm(LINEAR_X)) or pass_ == "static"
+    # the linear stays a float linear on the dequantized weight, so the lowered model
+    # computes exactly what the reference model computes (static and dynamic alike)
+    assert "torch._C._nn.linear(" in ours.module.code and "quantized.linear" not in ours.module.code
+    assert not any(isinstance(value, torch._C.ScriptObject) for value in vars(ours.module).values())
+    with torch.no_grad():
+        assert torch.equal(ours.module(LINEAR_X), gm(LINEAR_X))
+        assert torch.equal(ours.module(LINEAR_X), ours.module(LINEAR_X))
 
 
-def unreadable_packed_weight():
-    weight = torch.quantize_per_channel(torch.randn(4, 4), torch.full((4,), 0.01), torch.full((4,), -0.5), 0, torch.qint8)
+def unreadable_packed_weight(zero_point=-0.5):
+    """A packed weight torch cannot unpack (float zero points); the same values on every call."""
+    values = torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
+    weight = torch.quantize_per_channel(values, torch.full((4,), 0.01), torch.full((4,), zero_point), 0, torch.qint8)
     return torch.ops.quantized.linear_prepack(weight, None)
 
 
@@ -371,9 +379,17 @@ def test_regression_unreadable_packed_weight_in_the_input_is_a_precise_error():
 
 
 def test_regression_values_equal_on_unreadable_packed_weights_does_not_raise():
-    packed = unreadable_packed_weight()
+    """An unreadable packed weight equals only itself: two packed from the same values
+    cannot be read back to be compared, so they count as different (never equal by
+    mistake), and so does a readable one packed from integer zero points."""
+    packed, twin, readable = unreadable_packed_weight(), unreadable_packed_weight(), unreadable_packed_weight(zero_point=0)
+    with pytest.raises(fqlower.UnsupportedInput):
+        describe(twin)  # the premise: torch cannot read it back
+    assert values_equal(readable, unreadable_packed_weight(zero_point=0))  # the same recipe, readable: equal
     assert values_equal(packed, packed)
-    assert not values_equal(packed, unreadable_packed_weight())
+    assert not values_equal(packed, twin) and not values_equal(twin, packed)
+    assert not values_equal(packed, readable) and not values_equal(readable, packed)
+    assert not values_equal((packed,), (twin,)) and not values_equal({"w": packed}, {"w": twin})
 
 
 class ManyScopes(nn.Module):

@@ -43,6 +43,7 @@ from fqlower.errors import ChangeLogError, FqlowerError, ReplayMismatch
 from fqlower.fingerprint import describe, digest_cache, fingerprint, node_line
 from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, Ref
 from fqlower.names import qualified_name, resolve
+from fqlower.reasons import Code
 from fqlower.vocabulary import model_vocabulary, names_in, pass_vocabulary
 
 SCHEMA = 1
@@ -62,17 +63,22 @@ class Change:
     # replay checks both. Not part of equality: they follow from the rest and the program.
     matched: str = attrs.field(default="", eq=False)
     produced: str = attrs.field(default="", eq=False)
+    # how the rewrite relates to torch's lowering (fqlower.reasons) and, for a departure, why
+    code: Code = Code.AS_TORCH
+    reason: str = ""
 
 
 @attrs.frozen
 class Skip:
-    """A near miss: `rule` of pass number `step` looked at `node` and left it, because `reason`."""
+    """A near miss: `rule` of pass number `step` looked at `node` and left it, because
+    `reason`; `code` says how that relates to torch's lowering (fqlower.reasons)."""
 
     step: int
     pass_name: str
     rule: str
     node: str
     reason: str
+    code: Code = Code.AS_TORCH
 
 
 Entry = Union[Change, Skip]
@@ -330,8 +336,27 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
             "edits": [_edit_json(edit) for edit in entry.edits],
             "matched": entry.matched,
             "produced": entry.produced,
+            "code": entry.code.value,
+            "reason": entry.reason,
         }
-    return {"kind": "skip", "step": entry.step, "pass": entry.pass_name, "rule": entry.rule, "node": entry.node, "reason": entry.reason}
+    return {
+        "kind": "skip",
+        "step": entry.step,
+        "pass": entry.pass_name,
+        "rule": entry.rule,
+        "node": entry.node,
+        "reason": entry.reason,
+        "code": entry.code.value,
+    }
+
+
+def _code_from(data: dict[str, Any], line: int) -> Code:
+    """The entry's reason code; logs written before codes existed have none (as-torch)."""
+    value = data.get("code", Code.AS_TORCH.value)
+    if not isinstance(value, str) or value not in Code._value2member_map_:
+        known = ", ".join(code.value for code in Code)
+        raise ChangeLogError(f"change log line {line}: unknown reason code {value!r} (known: {known})")
+    return Code(value)
 
 
 def _entry_from(data: dict[str, Any], line: int) -> Entry:
@@ -348,10 +373,25 @@ def _entry_from(data: dict[str, Any], line: int) -> Entry:
             edits=tuple(_edit_from(edit) for edit in data["edits"]),
             matched=data.get("matched", ""),
             produced=data.get("produced", ""),
+            code=_code_from(data, line),
+            reason=_text(data.get("reason", ""), "reason", line),
         )
     if kind == "skip":
-        return Skip(step=data["step"], pass_name=data["pass"], rule=data["rule"], node=data["node"], reason=data["reason"])
+        return Skip(
+            step=data["step"],
+            pass_name=data["pass"],
+            rule=data["rule"],
+            node=data["node"],
+            reason=_text(data["reason"], "reason", line),
+            code=_code_from(data, line),
+        )
     raise ChangeLogError(f"change log line {line}: unknown entry kind {kind!r}")
+
+
+def _text(value: Any, field: str, line: int) -> str:
+    if not isinstance(value, str):
+        raise ChangeLogError(f"change log line {line}: {field} must be a string, got {value!r}")
+    return value
 
 
 def _header_json(header: Header) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from fqlower.edits import Edit
 from fqlower.errors import FqlowerError
 from fqlower.fingerprint import digest_cache, fingerprint
 from fqlower.ir import FrozenDict, Node, Program
+from fqlower.reasons import Code
 
 
 @attrs.frozen
@@ -51,13 +52,18 @@ class Match:
     anchor: str
     bindings: FrozenDict = FrozenDict()
     facts: FrozenDict = FrozenDict()
+    # how this rewrite relates to torch's lowering (fqlower.reasons), and why, when it departs
+    code: Code = Code.AS_TORCH
+    reason: str = ""
 
 
 @attrs.frozen
 class Miss:
-    """Almost a match; `reason` says why the node stays as it is."""
+    """Almost a match; `reason` says why the node stays as it is, `code` how that
+    relates to torch's lowering (fqlower.reasons)."""
 
     reason: str
+    code: Code = Code.AS_TORCH
 
 
 Matcher = Callable[[Program, Node], "Match | Miss | None"]
@@ -105,11 +111,11 @@ class RulePass:
                 if outcome is None:
                     continue
                 if isinstance(outcome, Miss):
-                    entries.append(Skip(0, self.name, rule_name, name, outcome.reason))
+                    entries.append(Skip(0, self.name, rule_name, name, outcome.reason, outcome.code))
                     continue
                 try:
                     edits = tuple(rewrite(program, outcome))
-                    change = Change(0, self.name, rule_name, outcome.anchor, outcome.bindings, edits)
+                    change = Change(0, self.name, rule_name, outcome.anchor, outcome.bindings, edits, code=outcome.code, reason=outcome.reason)
                     program, change = record_change(program, change)
                 except FqlowerError as error:
                     raise _with_context(error, f"pass {self.name}, rule {rule_name}", program, name) from error
@@ -223,9 +229,9 @@ class Pipeline:
 def _stamped(entry: Entry, step: int, pass_name: str) -> Entry:
     """`entry` of pass `pass_name` at `step` (attrs.evolve without its per-call introspection)."""
     if type(entry) is Change:
-        return Change(step, pass_name, entry.rule, entry.anchor, entry.bindings, entry.edits, entry.matched, entry.produced)
+        return Change(step, pass_name, entry.rule, entry.anchor, entry.bindings, entry.edits, entry.matched, entry.produced, entry.code, entry.reason)
     if type(entry) is Skip:
-        return Skip(step, pass_name, entry.rule, entry.node, entry.reason)
+        return Skip(step, pass_name, entry.rule, entry.node, entry.reason, entry.code)
     return attrs.evolve(entry, step=step, pass_name=pass_name)
 
 

@@ -47,6 +47,7 @@ from fqlower.passes.common import (
 )
 from fqlower.patterns import BINARY_OPS, QUANTIZED_BINARY_OPS, QUANTIZED_BINARY_RELU_OPS
 from fqlower.pipeline import Match, Miss, rule_pass
+from fqlower.reasons import Code
 
 SIDES = ("lhs", "rhs")  # binding roles of the dequantize nodes at args[0] and args[1]
 
@@ -95,19 +96,20 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     if qconfig_is_none(program, name):
         return Miss(f"qconfig of {name!r} is None")
     if relu is not None and not relu.args:
-        return Miss(f"relu {relu.name!r} takes its input by keyword (torch reads args[0])")
+        return Miss(f"relu {relu.name!r} takes its input by keyword (torch reads args[0])", Code.TORCH_CRASHES)
     if len(binop.args) < 2:
-        return Miss(f"{name!r} takes its inputs by keyword (torch asserts both are positional)")
+        return Miss(f"{name!r} takes its inputs by keyword (torch asserts both are positional)", Code.TORCH_CRASHES)
     if len(binop.args) > 2:
         return Miss(f"{name!r} has {len(binop.args)} positional arguments, not 2")
     if binop.kwargs:
-        return Miss(f"{name!r} has keyword arguments {sorted(binop.kwargs)} that torch would drop")
+        return Miss(f"{name!r} has keyword arguments {sorted(binop.kwargs)} that torch would drop", Code.TORCH_WRONG_RESULT)
     if relu is not None and quantized_op(binop, with_relu=True) is None:
-        return Miss(f"no quantized {_target_name(binop)} fused with relu for {name!r} + {relu.name!r} (torch: KeyError)")
+        return Miss(f"no quantized {_target_name(binop)} fused with relu for {name!r} + {relu.name!r} (torch: KeyError)", Code.TORCH_CRASHES)
     if len(quantize.args) != 4 or quantize.kwargs:
         return Miss(
             f"quantize node {quantize.name!r} does not take input, scale, zero point and dtype "
-            "as its four positional arguments"
+            "as its four positional arguments (torch unpacks args[1:] and fails)",
+            Code.TORCH_CRASHES,
         )
     inputs = _check_inputs(program, binop)
     if isinstance(inputs, Miss):
@@ -119,7 +121,7 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
             continue
         others = [user for user in program.users(node) if user != reader]
         if others:
-            return Miss(f"{node!r} is also used by {others} (torch would erase it anyway)")
+            return Miss(f"{node!r} is also used by {others} (torch would erase it anyway)", Code.TORCH_CRASHES)
 
     scale, zero_point = quantize.args[1], quantize.args[2]
     both = len(inputs) == 2  # both sides dequantized (possibly by one node, x + x)

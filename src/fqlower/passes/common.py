@@ -17,6 +17,7 @@ from fqlower.ir import Build, FrozenDict, Node, Original, Program, Ref, map_arg
 from fqlower.names import qualified_name
 from fqlower.patterns import RELU_FUNCTIONS, TRANSPOSED_CONVS, WEIGHT_QUANTIZER_ARGS
 from fqlower.pipeline import Candidate, Match, Matcher, Miss, PassResult, Rewriter, rule_pass
+from fqlower.reasons import Code
 
 
 def node_of(program: Program, arg: Any) -> Node | None:
@@ -103,14 +104,15 @@ def from_reference(quantized_class: type, *args: Any) -> Build:
     return Build(f"{qualified_name(quantized_class)}.from_reference", tuple(args))
 
 
-def constant_qparams(program: Program, quantize: Node) -> tuple[Node, Node] | str:
-    """The scale and zero-point get_attr nodes of a quantize_per_tensor node, or why not."""
+def constant_qparams(program: Program, quantize: Node) -> tuple[Node, Node] | Miss:
+    """The scale and zero-point get_attr nodes of a quantize_per_tensor node, or why not
+    (torch reads them with getattr and fails)."""
     scale, zero_point = quantize.arg(1, "scale"), quantize.arg(2, "zero_point")
     found = []
     for role, arg in (("scale", scale), ("zero point", zero_point)):
         node = node_of(program, arg)
         if node is None or node.op != "get_attr":
-            return f"the output {role} of {quantize.name!r} is not read from a constant"
+            return Miss(f"the output {role} of {quantize.name!r} is not read from a constant", Code.TORCH_CRASHES)
         found.append(node)
     return found[0], found[1]
 
@@ -124,27 +126,29 @@ def weight_dtype(node: Node) -> Any:
     return node.args[-1] if len(node.args) > 1 else None
 
 
-def weight_quantization_problem(program: Program, weight: Node, function: Any = None) -> str | None:
+def weight_quantization_problem(program: Program, weight: Node, function: Any = None) -> Miss | None:
     """Why a weight quantized by `weight` cannot be packed for `function`; None when it can.
 
     Reads the quantized engine (`torch.backends.quantized.engine`), which decides at
     emit time whether a packed weight can be built at all."""
     if weight_dtype(weight) is None:
-        return f"%{weight.name} names no dtype for the weight"
+        return Miss(f"%{weight.name} names no dtype for the weight: torch would fail reading it", Code.TORCH_CRASHES)
     if weight.op != "call_function" or weight.target not in WEIGHT_QUANTIZER_ARGS:
         return None
     engine = torch.backends.quantized.engine
     if function in TRANSPOSED_CONVS and weight.target is torch.quantize_per_channel and engine != "qnnpack":
-        return (
+        return Miss(
             f"%{weight.name} quantizes a transposed conv's weight per channel, which the {engine} engine "
-            "cannot pack (only qnnpack can): torch would fail packing it"
+            "cannot pack (only qnnpack can): torch would fail packing it",
+            Code.TORCH_CRASHES,
         )
     zero_point = node_of(program, weight.arg(*WEIGHT_QUANTIZER_ARGS[weight.target][0]))
     value = program.constants.get(zero_point.target) if zero_point is not None and zero_point.op == "get_attr" else None
     if isinstance(value, torch.Tensor) and value.is_floating_point():
-        return (
+        return Miss(
             f"%{weight.name} quantizes the weight with floating-point zero points: torch would pack it "
-            "into a weight that cannot be read back and computes garbage"
+            "into a weight that cannot be read back and computes garbage",
+            Code.TORCH_WRONG_RESULT,
         )
     return None
 
@@ -153,8 +157,8 @@ def output_qparams_match(program: Program, quantize: Node, **roles: str | None) 
     """A match anchored at `quantize`, binding it, `roles` and its output scale and
     zero point; a Miss when those are not read from constants."""
     qparams = constant_qparams(program, quantize)
-    if isinstance(qparams, str):
-        return Miss(qparams)
+    if isinstance(qparams, Miss):
+        return qparams
     scale, zero_point = qparams
     return Match(quantize.name, bindings(quantize=quantize.name, **roles, scale=scale.name, zero_point=zero_point.name))
 
@@ -230,7 +234,8 @@ def _unshared(match: Matcher, sites: dict[str, tuple[str, ...]], program: Progra
         return outcome
     return Miss(
         f"module {reference.target!r} is also called by {', '.join(others)}: one quantized module cannot "
-        "serve every call; torch would give every call the output qparams of the last one it lowers"
+        "serve every call; torch would give every call the output qparams of the last one it lowers",
+        Code.TORCH_WRONG_RESULT,
     )
 
 

@@ -16,6 +16,7 @@ to the input's quantization range (measured: outputs in [-15.5, 19.1] came back 
 
 from __future__ import annotations
 
+import attrs
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ from fqlower.passes.common import (
 from fqlower.passes.prepack import bind, prepack_call
 from fqlower.patterns import DYNAMIC_FUNCTIONALS
 from fqlower.pipeline import Match, Miss, rule_pass
+from fqlower.reasons import Code
 
 
 UNRELIABLE_KERNELS = {
@@ -71,7 +73,7 @@ def match(program: Program, function: Node) -> Match | Miss | None:
     if qconfig_is_none(program, function.name):
         return Miss(f"qconfig of {function.name!r} is None")
     if function.target in UNRELIABLE_KERNELS:
-        return Miss(UNRELIABLE_KERNELS[function.target])
+        return Miss(UNRELIABLE_KERNELS[function.target], Code.KERNEL_MISSING)
     if len(dynamic.args) != 3 or dynamic.kwargs:
         return Miss(f"{dynamic.name!r} does not pass (input, dtype, reduce_range) by position")
     activation_dtype = dynamic.args[1]
@@ -80,20 +82,20 @@ def match(program: Program, function: Node) -> Match | Miss | None:
         return Miss(f"the weight of {function.name!r} is not quantized")
     problem = weight_quantization_problem(program, quantized_weight)
     if problem is not None:
-        return Miss(problem)
+        return problem
     dtype = weight_dtype(quantized_weight)
     ops = DYNAMIC_FUNCTIONALS[function.target].get((activation_dtype, dtype))
     if ops is None:
-        return Miss(f"no dynamic {function.target.__name__} for activation {activation_dtype} and weight {dtype}")
+        return Miss(f"no dynamic {function.target.__name__} for activation {activation_dtype} and weight {dtype}", Code.KERNEL_MISSING)
     relu = fused_relu(program, function)
     if relu is not None and ops[1] is None:
-        return Miss(f"no dynamic {function.target.__name__} fused with relu (relu {relu.name!r})")
+        return Miss(f"no dynamic {function.target.__name__} fused with relu (relu {relu.name!r})", Code.KERNEL_MISSING)
     for role, source in (("weight", Ref(quantized_weight.name)), ("bias", params["bias"])):
         if isinstance(source, Ref) and not produced_from_constants(program, source.name):
             return Miss(f"the {role} of {function.name!r} is computed from the model's inputs, so it cannot be prepacked")
     prepack = prepack_call(function.target, params, Ref(quantized_weight.name), dtype)
-    if isinstance(prepack, str):
-        return Miss(f"{function.name!r}: {prepack}")
+    if isinstance(prepack, Miss):
+        return attrs.evolve(prepack, reason=f"{function.name!r}: {prepack.reason}")
     return Match(
         function.name,
         bindings(function=function.name, dynamic_quantize=dynamic.name, weight_quantize=quantized_weight.name, relu=relu.name if relu else None),

@@ -22,6 +22,7 @@ from fqlower.names import qualified_name
 from fqlower.passes.common import bindings, from_reference, is_call_module, module_of, node_of, reroute_dequantized, source_of_module
 from fqlower.patterns import DYNAMIC_FUSED_MODULES, DYNAMIC_MODULES
 from fqlower.pipeline import Match, Miss, rule_pass
+from fqlower.reasons import Code
 
 ACTIVATION_DTYPES = (torch.quint8, torch.qint8, torch.float16)
 
@@ -32,7 +33,7 @@ SWAPPED = {
 }
 
 
-def quantized_class(module: object) -> type | str | None:
+def quantized_class(module: object) -> type | Miss | None:
     """The dynamic quantized class for a module (or for a spec this pass put there
     for an earlier call); a reason when it is almost one; None otherwise."""
     if isinstance(module, Build):
@@ -41,7 +42,7 @@ def quantized_class(module: object) -> type | str | None:
     if cls in DYNAMIC_FUSED_MODULES:
         inner, quantized = DYNAMIC_FUSED_MODULES[cls]
         if type(module[0]) is not inner:  # type: ignore[index]
-            return f"fused {cls.__name__} holds a {type(module[0]).__name__}, not a reference {inner.__name__}"  # type: ignore[index]
+            return Miss(f"fused {cls.__name__} holds a {type(module[0]).__name__}, not a reference {inner.__name__}")  # type: ignore[index]
         return quantized
     return DYNAMIC_MODULES.get(cls)
 
@@ -58,15 +59,15 @@ def match(program: Program, reference: Node) -> Match | Miss | None:
     dynamic = node_of(program, dequantize.args[0] if dequantize.args else None)
     if dynamic is None or dynamic.op != "call_function" or dynamic.target is not torch.quantize_per_tensor_dynamic:
         return None
-    if isinstance(quantized, str):
-        return Miss(quantized)
+    if isinstance(quantized, Miss):
+        return quantized
     if not reference.args:
-        return Miss(f"{reference.name!r} takes its input as a keyword")
+        return Miss(f"{reference.name!r} takes its input as a keyword: torch reads args[0] and fails", Code.TORCH_CRASHES)
     if not isinstance(dynamic.arg(0, "input"), Ref):
         return Miss(f"{dynamic.name!r} has no input node")
     dtype = dynamic.arg(1, "dtype")
     if dtype not in ACTIVATION_DTYPES:
-        return Miss(f"{dynamic.name!r} quantizes to {dtype}, which has no dynamic kernel")
+        return Miss(f"{dynamic.name!r} quantizes to {dtype}, which has no dynamic kernel", Code.KERNEL_MISSING)
     return Match(reference.name, bindings(reference=reference.name, dequantize=dequantize.name, dynamic_quantize=dynamic.name))
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import torch.nn.functional as F
 
 from fqlower.ir import ListArg, Node, Ref
+from fqlower.pipeline import Miss
+from fqlower.reasons import Code
 from fqlower.patterns import CONV_DIMS, CONV_PREPACK, FUNCTIONAL_SIGNATURES, LINEAR_PREPACK_BY_WEIGHT_DTYPE, REQUIRED
 
 
@@ -49,13 +51,13 @@ def _int_tuple(value: Any, dims: int) -> tuple[int, ...] | None:
     return None
 
 
-def prepack_call(function: Any, params: dict[str, Any], quantized_weight: Ref, weight_dtype: Any) -> tuple[Any, tuple[Any, ...]] | str:
+def prepack_call(function: Any, params: dict[str, Any], quantized_weight: Ref, weight_dtype: Any) -> tuple[Any, tuple[Any, ...]] | Miss:
     """(prepack op, its positional args) for a bound call, or why there is none."""
     bias = params["bias"]
     if function is F.linear:
         prepack = LINEAR_PREPACK_BY_WEIGHT_DTYPE.get(weight_dtype)
         if prepack is None:
-            return f"no linear prepack op for weight dtype {weight_dtype}"
+            return Miss(f"no linear prepack op for weight dtype {weight_dtype}", Code.KERNEL_MISSING)
         return prepack, (quantized_weight, bias)
     dims = CONV_DIMS[function]
     spatial = ["stride", "padding", "output_padding", "dilation"] if "output_padding" in params else ["stride", "padding", "dilation"]
@@ -63,9 +65,9 @@ def prepack_call(function: Any, params: dict[str, Any], quantized_weight: Ref, w
     for name in spatial:
         values[name] = _int_tuple(params[name], dims)
         if values[name] is None:
-            return f"{name}={params[name]!r} is not a constant int or tuple of ints"
+            return Miss(f"{name}={params[name]!r} is not a constant int or tuple of ints")
     groups = params["groups"]
     if not isinstance(groups, int):
-        return f"groups={groups!r} is not a constant int"
+        return Miss(f"groups={groups!r} is not a constant int")
     # prepack ops take (weight, bias, stride, padding, [output_padding,] dilation, groups)
     return CONV_PREPACK[function], (quantized_weight, bias, *(values[name] for name in spatial), groups)

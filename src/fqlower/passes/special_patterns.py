@@ -54,6 +54,7 @@ from fqlower.ir import FrozenDict, ListArg, Node, Program, Ref, map_arg, refs_in
 from fqlower.passes.common import from_reference, source_of_constant, source_of_module
 from fqlower.patterns import DEFAULT, FIXED_QPARAMS, QOP_KWARGS_TO_DROP, SPECIAL_FAMILIES, SPECIAL_MODULES
 from fqlower.pipeline import Match, Miss, PassResult, Rule, RulePass
+from fqlower.reasons import Code
 
 SWAP_MODULE = "swap-module"
 QUANTIZED_OP = "quantized-op"
@@ -81,7 +82,7 @@ class PassStart:
     here, which shared swappable modules torch would lower wrongly."""
 
     program: Program
-    shared_misses: FrozenDict = FrozenDict()  # module path -> reason
+    shared_misses: FrozenDict = FrozenDict()  # module path -> Miss
 
     @classmethod
     def of(cls, program: Program) -> PassStart:
@@ -102,7 +103,7 @@ class PassStart:
         return self.program.modules.get(node.target) if node.op == "call_module" else None
 
 
-def _shared_module_problem(start: PassStart, path: str, sites: list[str]) -> str | None:
+def _shared_module_problem(start: PassStart, path: str, sites: list[str]) -> Miss | None:
     """Why swapping the module at `path`, called by several nodes, would be wrong; None when right.
 
     torch swaps the module once per lowered call, each time building it from the
@@ -120,16 +121,18 @@ def _shared_module_problem(start: PassStart, path: str, sites: list[str]) -> str
             continue
         outcome = classify(start, program, program.node(users[0]), check_shared=False) if len(users) == 1 else None
         if outcome is None or outcome[0] != SWAP_MODULE or not isinstance(outcome[1], Match):
-            return (
+            return Miss(
                 f"module {path!r} is called by {calls}; torch would swap it for a {quantized.__name__}, "
-                f"and %{site}, which it does not lower, would then run it on a float input"
+                f"and %{site}, which it does not lower, would then run it on a float input",
+                Code.TORCH_MODEL_CRASHES,
             )
         roles = outcome[1].bindings
         qparams.append(tuple(program.constants[program.node(roles[role]).target] for role in ("scale", "zero_point")))
     if not all(_same_value(a, b) for other in qparams[1:] for a, b in zip(qparams[0], other)):  # [] or [one]: fine
-        return (
+        return Miss(
             f"module {path!r} is called by {calls} with different output scales or zero points; "
-            "torch would give every call those of the last"
+            "torch would give every call those of the last",
+            Code.TORCH_WRONG_RESULT,
         )
     return None
 
@@ -167,12 +170,12 @@ def _dequantize_list(program: Program, ref: Node, first: Any) -> list[Node] | Mi
     found = []
     for item in items:  # torch's all(...) stops at the first item that is not a dequantize
         if not isinstance(item, Ref):
-            return Miss(f"an input of %{ref.name} is {item!r}, not a node: torch would fail reading its op")
+            return Miss(f"an input of %{ref.name} is {item!r}, not a node: torch would fail reading its op", Code.TORCH_CRASHES)
         node = program.node(item.name)
         if not (node.op == "call_method" and node.target == "dequantize"):
             return None
         if not node.args:
-            return Miss(f"%{node.name} is a dequantize without positional input: torch would fail reading it")
+            return Miss(f"%{node.name} is a dequantize without positional input: torch would fail reading it", Code.TORCH_CRASHES)
         if node not in found:
             found.append(node)
     return found
@@ -193,10 +196,10 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
         return None
     role = "quantize" if is_quantize else "to_float16"
     if not anchor.args:
-        return REROUTE, Miss(f"%{anchor.name} gets its input by keyword: torch reads args[0] and fails")
+        return REROUTE, Miss(f"%{anchor.name} gets its input by keyword: torch reads args[0] and fails", Code.TORCH_CRASHES)
     if not isinstance(anchor.args[0], Ref):
         return REROUTE, Miss(
-            f"%{anchor.name} quantizes {anchor.args[0]!r}, not a node: torch would fail reading its op"
+            f"%{anchor.name} quantizes {anchor.args[0]!r}, not a node: torch would fail reading its op", Code.TORCH_CRASHES
         )
     ref = program.node(anchor.args[0].name)
     if not is_quantize and _in_families(start, ref, (FIXED_QPARAMS, DEFAULT)):
@@ -211,10 +214,10 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
     else:
         rule = REROUTE
     if not ref.args and not ref.kwargs:
-        return rule, Miss(f"%{ref.name} has no inputs: torch asserts it has some")
+        return rule, Miss(f"%{ref.name} has no inputs: torch asserts it has some", Code.TORCH_CRASHES)
     first = ref.args[0] if ref.args else next(iter(ref.kwargs.values()))
     if not isinstance(first, (Ref, tuple, ListArg)):
-        return rule, Miss(f"the first input of %{ref.name} is {first!r}: torch asserts a node, tuple or list")
+        return rule, Miss(f"the first input of %{ref.name} is {first!r}: torch asserts a node, tuple or list", Code.TORCH_CRASHES)
     dequantize = _dequantize_list(program, ref, first)
     if dequantize is None or isinstance(dequantize, Miss):
         return None if dequantize is None else (rule, dequantize)
@@ -222,31 +225,39 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
     # torch rewrites here (or fails while doing so)
     if is_quantize and (ref.op, ref.target) in NO_QUANTIZED_KERNEL:
         what = ref.target if ref.op == "call_method" else ref.target.__name__
-        return rule, Miss(f"%{ref.name} ({what}) has no quantized kernel: torch's lowered model would fail running it")
+        return rule, Miss(f"%{ref.name} ({what}) has no quantized kernel: torch's lowered model would fail running it", Code.TORCH_MODEL_CRASHES)
+    if is_quantize and _one_sided_clamp(ref) and torch.backends.quantized.engine == "qnnpack":
+        return rule, Miss(
+            f"%{ref.name} clamps one side only, and qnnpack's quantized clamp needs both bounds: "
+            "torch's lowered model would fail running it",
+            Code.TORCH_MODEL_CRASHES,
+        )
     if not is_quantize and ((ref.op, ref.target) in NO_HALF_CPU_KERNEL or isinstance(module, NO_HALF_CPU_KERNEL_MODULES)):
-        return rule, Miss(f"%{ref.name} has no float16 CPU kernel: rerouting it to read float16 would fail at run time")
+        return rule, Miss(f"%{ref.name} has no float16 CPU kernel: rerouting it to read float16 would fail at run time", Code.TORCH_MODEL_CRASHES)
     float_input = next((node for node in dequantize if _computes_in_float(program, node.args[0])), None)
     if float_input is not None:
         return rule, Miss(
             f"%{float_input.name} dequantizes %{float_input.args[0].name}, which computes in float: "
-            f"torch would hand %{ref.name} a float tensor where it expects a quantized one"
+            f"torch would hand %{ref.name} a float tensor where it expects a quantized one",
+            Code.TORCH_MODEL_CRASHES,
         )
     others = [user for user in program.users(ref.name) if user != anchor.name and not _reads_quantized(program, user)]
     if others:
         listed = ", ".join(f"%{user}" for user in others)
-        return rule, Miss(f"%{ref.name} is also used by {listed}, which torch would hand its quantized output")
+        return rule, Miss(f"%{ref.name} is also used by {listed}, which torch would hand its quantized output", Code.TORCH_WRONG_RESULT)
     bypassed = {node.name for node in dequantize}
     inputs = refs_in((ref.args, ref.kwargs))
     left = [r.name for r in inputs if r.name not in bypassed and _is_dequantize(program, r.name)]
     if left:
         return rule, Miss(
             f"%{ref.name} also reads the dequantized %{left[0]}, which torch would leave in place "
-            f"while bypassing %{dequantize[0].name}"
+            f"while bypassing %{dequantize[0].name}",
+            Code.TORCH_MODEL_CRASHES,
         )
     params = [arg for arg in anchor.args[1:] if isinstance(arg, Ref)]
     odd = [p.name for p in params if p.name == ref.name or p.name in bypassed]
     if odd:
-        return rule, Miss(f"%{anchor.name} computes its parameters from its own input (%{odd[0]})")
+        return rule, Miss(f"%{anchor.name} computes its parameters from its own input (%{odd[0]}): torch would fail erasing them", Code.TORCH_CRASHES)
     args = _bypass(ref.args, dequantize)
     kwargs = _bypass(ref.kwargs, dequantize)
     roles = {role: anchor.name, "reference": ref.name}
@@ -262,7 +273,7 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
         if isinstance(found, Miss):
             return rule, found
         if check_shared and ref.target in start.shared_misses:
-            return rule, Miss(start.shared_misses[ref.target])
+            return rule, start.shared_misses[ref.target]
         roles.update(scale=found[0].name, zero_point=found[1].name)
     erase = _erasable(program, anchor, params)
     if isinstance(erase, Miss):
@@ -277,6 +288,14 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
             source_of_constant(program, zero_point.target),
         )
     return rule, Match(anchor.name, FrozenDict(roles), FrozenDict(facts))
+
+
+def _one_sided_clamp(node: Node) -> bool:
+    """A clamp (function or method) that leaves its min or its max out (or None)."""
+    if not ((node.op == "call_function" and node.target is torch.clamp) or (node.op == "call_method" and node.target == "clamp")):
+        return False
+    bounds = [node.args[i] if len(node.args) > i else node.kwargs.get(name) for i, name in ((1, "min"), (2, "max"))]
+    return any(bound is None for bound in bounds)
 
 
 # methods that give the same answer on a quantized tensor as on its dequantized value
@@ -311,16 +330,17 @@ def _is_dequantize(program: Program, name: str) -> bool:
 def _swap_qparams(program: Program, anchor: Node) -> tuple[Node, Node] | Miss:
     """The scale and zero-point nodes torch reads with `getattr(model, node.target)`."""
     if len(anchor.args) < 3:
-        return Miss(f"%{anchor.name} passes its scale or zero point by keyword: torch reads args[1:3] and fails")
+        return Miss(f"%{anchor.name} passes its scale or zero point by keyword: torch reads args[1:3] and fails", Code.TORCH_CRASHES)
     found = []
     for role, arg in (("scale", anchor.args[1]), ("zero point", anchor.args[2])):
         node = program.node(arg.name) if isinstance(arg, Ref) else None
         if node is None or node.op != "get_attr":
-            return Miss(f"the {role} of %{anchor.name} is not read from a constant: torch would fail reading it")
+            return Miss(f"the {role} of %{anchor.name} is not read from a constant: torch would fail reading it", Code.TORCH_CRASHES)
         if "." in node.target:
             return Miss(
                 f"the {role} of %{anchor.name} is {node.target!r}, not an attribute of the model itself: "
-                "torch would fail reading it"
+                "torch would fail reading it",
+                Code.TORCH_CRASHES,
             )
         found.append(node)
     return found[0], found[1]
@@ -333,10 +353,10 @@ def _erasable(program: Program, anchor: Node, params: list[Ref]) -> tuple[str, .
         others = [user for user in program.users(name) if user != anchor.name]
         if others:
             return Miss(
-                f"%{name}, a parameter of %{anchor.name}, is also used by %{others[0]}: torch would fail erasing it"
+                f"%{name}, a parameter of %{anchor.name}, is also used by %{others[0]}: torch would fail erasing it", Code.TORCH_CRASHES
             )
         if program.node(name).op == "placeholder":
-            return Miss(f"%{name}, a parameter of %{anchor.name}, is a graph input: torch would delete it")
+            return Miss(f"%{name}, a parameter of %{anchor.name}, is a graph input: torch would delete it", Code.TORCH_MODEL_CRASHES)
     return names
 
 
@@ -344,11 +364,12 @@ def _match_quantized_op(
     program: Program, anchor: Node, ref: Node, roles: dict[str, str], args: tuple, kwargs: FrozenDict
 ) -> Match | Miss:
     if len(anchor.args) < 3:
-        return Miss(f"%{anchor.name} passes its scale or zero point by keyword: torch reads args[1:3] and fails")
+        return Miss(f"%{anchor.name} passes its scale or zero point by keyword: torch reads args[1:3] and fails", Code.TORCH_CRASHES)
     scale, zero_point = anchor.args[1], anchor.args[2]
     if not isinstance(zero_point, Ref):
         return Miss(
-            f"the zero point of %{anchor.name} is {zero_point!r}, not a node: torch would fail inserting after it"
+            f"the zero point of %{anchor.name} is {zero_point!r}, not a node: torch would fail inserting after it",
+            Code.TORCH_CRASHES,
         )
     qop = DEFAULT_FLOAT_TO_QUANTIZED_OPERATOR_MAPPINGS[ref.target]
     for key in QOP_KWARGS_TO_DROP.get(qop, ()):
@@ -356,13 +377,14 @@ def _match_quantized_op(
     kwargs = kwargs.set("output_scale", scale).set("output_zero_point", zero_point)
     problem = call_problem(qop, ref.target, args, kwargs)
     if problem is not None:
-        return Miss(f"torch would call {problem}; the lowered %{ref.name} would fail")
+        return Miss(f"torch would call {problem}; the lowered %{ref.name} would fail", Code.TORCH_MODEL_CRASHES)
     limit = program.position(zero_point.name)
     late = [r.name for r in refs_in((args, kwargs)) if program.position(r.name) > limit]
     if late:
         return Miss(
             f"%{late[0]} comes after the zero point %{zero_point.name}, after which torch inserts "
-            "the quantized op: its graph fails lint"
+            "the quantized op: its graph fails lint",
+            Code.TORCH_CRASHES,
         )
     if isinstance(scale, Ref):
         roles.update(scale=scale.name)

@@ -16,6 +16,8 @@ quantization clamps at zero anyway, and otherwise kept after the op.
 
 from __future__ import annotations
 
+import attrs
+
 
 from fqlower.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetTarget
 from fqlower.ir import FrozenDict, Node, Program, Ref
@@ -32,9 +34,10 @@ from fqlower.passes.common import (
     weight_quantization_problem,
 )
 from fqlower.passes.prepack import bind, prepack_call
-from fqlower.passes.static_modules import relu_is_implied
+from fqlower.passes.static_modules import with_kept_relu
 from fqlower.patterns import STATIC_FUNCTIONALS, WEIGHT_QUANTIZER_ARGS
 from fqlower.pipeline import Match, Miss, rule_pass
+from fqlower.reasons import Code
 
 def match(program: Program, quantize: Node) -> Match | Miss | None:
     function, relu = quantized_op_behind(program, quantize)
@@ -59,14 +62,18 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
             return Miss(f"the {role} of {function.name!r} is computed from the model's inputs, so it cannot be prepacked")
     problem = weight_quantization_problem(program, quantized_weight, function.target)
     if problem is not None:
-        return Miss(problem)
+        return problem
     prepack = prepack_call(function.target, params, Ref(quantized_weight.name), weight_dtype(quantized_weight))
-    if isinstance(prepack, str):
-        return Miss(f"{function.name!r}: {prepack}")
+    if isinstance(prepack, Miss):
+        return attrs.evolve(prepack, reason=f"{function.name!r}: {prepack.reason}")
     chain_end = relu or function
     if program.users(function.name) != (chain_end.name if relu else quantize.name,) or program.users(chain_end.name) != (quantize.name,):
-        return Miss(f"the output of {function.name!r} is also used outside the quantized pattern")
-    return output_qparams_match(
+        return Miss(
+            f"the output of {function.name!r} is also used outside the quantized pattern: torch would hand "
+            "that user the quantized output",
+            Code.TORCH_WRONG_RESULT,
+        )
+    found = output_qparams_match(
         program,
         quantize,
         relu=relu.name if relu else None,
@@ -74,6 +81,9 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
         input_dequantize=params["input"].name,
         weight_quantize=quantized_weight.name,
     )
+    if isinstance(found, Match) and relu is not None and STATIC_FUNCTIONALS[function.target][1] is None:
+        return with_kept_relu(program, found, quantize, relu)
+    return found
 
 
 def rewrite(program: Program, found: Match) -> list[Edit]:
@@ -86,7 +96,7 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
     plain_op, relu_op = STATIC_FUNCTIONALS[function.target]
     relu = roles.get("relu")
     fuse_relu = relu is not None and relu_op is not None
-    keep_relu = relu is not None and not fuse_relu and not relu_is_implied(program, quantize, program.node(roles["zero_point"]))
+    keep_relu = relu is not None and not fuse_relu and found.code is Code.TORCH_WRONG_RESULT
     prepack_name = fresh_name(program, f"{function.name}_prepack")
     input_source = program.node(roles["input_dequantize"]).args[0]
     edits: list[Edit] = [

@@ -18,6 +18,7 @@ lets negative values through.
 
 from __future__ import annotations
 
+import attrs
 import torch
 
 from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
@@ -38,9 +39,10 @@ from fqlower.passes.common import (
 )
 from fqlower.patterns import STATIC_FUSED_MODULES, STATIC_MODULES
 from fqlower.pipeline import Match, Miss
+from fqlower.reasons import Code
 
 
-def quantized_class(module: object) -> type | str | None:
+def quantized_class(module: object) -> type | Miss | None:
     """The static quantized class for a module; a reason when it is almost one; None otherwise."""
     cls = type(module)
     if cls in STATIC_MODULES:
@@ -49,17 +51,20 @@ def quantized_class(module: object) -> type | str | None:
         inner, quantized = STATIC_FUSED_MODULES[cls]
         first = module[0]  # type: ignore[index]  # once: Sequential indexing is slow
         if type(first) is not inner:
-            return f"fused {cls.__name__} holds a {type(first).__name__}, not a reference {inner.__name__}"
+            return Miss(f"fused {cls.__name__} holds a {type(first).__name__}, not a reference {inner.__name__}")
         return padding_by_name(first) or quantized
     return None
 
 
-def padding_by_name(conv: object) -> str | None:
+def padding_by_name(conv: object) -> Miss | None:
     """Why a conv padded by name ('same', 'valid') stays float: quantized convolutions
     take numbers only, and torch's lowering crashes packing it."""
     padding = getattr(conv, "padding", None)
     if isinstance(padding, str):
-        return f"the conv pads {padding!r}, which quantized convolutions do not support (torch fails packing it)"
+        return Miss(
+            f"the conv pads {padding!r}, which quantized convolutions do not support (torch fails packing it)",
+            Code.TORCH_CRASHES,
+        )
     return None
 
 
@@ -80,21 +85,37 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     quantized = quantized_class(module_of(program, reference))
     if quantized is None:
         return None
-    if isinstance(quantized, str):
-        return Miss(quantized)
+    if isinstance(quantized, Miss):
+        return quantized
     if qconfig_is_none(program, reference.name):
         return Miss(f"qconfig of {reference.name!r} is None")
     if len(reference.args) != 1 or reference.kwargs:
         return Miss(f"{reference.name!r} takes other inputs than one positional tensor")
     if not is_dequantize(program, reference.args[0]):
         return Miss(f"the input of {reference.name!r} is not dequantized")
-    return output_qparams_match(
+    found = output_qparams_match(
         program,
         quantize,
         relu=relu.name if relu else None,
         reference=reference.name,
         dequantize=reference.args[0].name,
     )
+    if isinstance(found, Match) and relu is not None:
+        return with_kept_relu(program, found, quantize, relu)
+    return found
+
+
+def with_kept_relu(program: Program, found: Match, quantize: Node, relu: Node) -> Match:
+    """`found`, marked as a departure from torch when its relu must stay: torch drops
+    every relu between the op and its quantize, which lets negative values through
+    when the output quantization does not clamp at zero."""
+    if relu_is_implied(program, quantize, program.node(found.bindings["zero_point"])):
+        return found
+    reason = (
+        f"relu {relu.name!r} stays after the quantized op: the output zero point does not clamp at zero, "
+        "and torch would drop it and let negative values through"
+    )
+    return attrs.evolve(found, code=Code.TORCH_WRONG_RESULT, reason=reason)
 
 
 def rewrite(program: Program, found: Match) -> list[Edit]:
@@ -110,7 +131,7 @@ def rewrite(program: Program, found: Match) -> list[Edit]:
         source_of_constant(program, zero_point.target),
     )
     relu = roles.get("relu")
-    output = relu if relu is not None and not relu_is_implied(program, program.node(roles["quantize"]), zero_point) else reference.name
+    output = relu if relu is not None and found.code is Code.TORCH_WRONG_RESULT else reference.name
     edits: list[Edit] = [
         SetModule(reference.target, spec),
         SetArgs(reference.name, reroute_dequantized(reference.args, {dequantize.name: dequantize.args[0].name}), reference.kwargs),

@@ -25,6 +25,7 @@ from fqlower.edits import Edit, SetArgs
 from fqlower.ir import Node, Program, Ref
 from fqlower.passes.common import bindings, is_call_function, is_call_method, is_dequantize
 from fqlower.pipeline import Match, Miss, Rule, RulePass
+from fqlower.reasons import Code
 
 TENSOR_INFO_METHODS = ("shape", "size")
 
@@ -32,10 +33,10 @@ TENSOR_INFO_METHODS = ("shape", "size")
 def _dequantized_receiver(program: Program, reader: Node, what: str) -> Match | Miss | None:
     """A match when `reader`'s first argument is a dequantize of a node."""
     if not reader.args:
-        return Miss(f"{what} {reader.name!r} has no positional arguments (torch reads args[0]: IndexError)")
+        return Miss(f"{what} {reader.name!r} has no positional arguments (torch reads args[0]: IndexError)", Code.TORCH_CRASHES)
     receiver = reader.args[0]
     if not isinstance(receiver, Ref):
-        return Miss(f"{what} {reader.name!r} reads {receiver!r}, not a node (torch: AttributeError)")
+        return Miss(f"{what} {reader.name!r} reads {receiver!r}, not a node (torch: AttributeError)", Code.TORCH_CRASHES)
     if not is_dequantize(program, receiver):
         return None
     dequantize = program.node(receiver.name)
@@ -48,7 +49,7 @@ def match_getattr(program: Program, node: Node) -> Match | Miss | None:
     if node.op != "call_function" or node.target is not builtins.getattr:
         return None
     if len(node.args) < 2:
-        return Miss(f"getattr {node.name!r} has no positional attribute name (torch reads args[1]: IndexError)")
+        return Miss(f"getattr {node.name!r} has no positional attribute name (torch reads args[1]: IndexError)", Code.TORCH_CRASHES)
     attribute = node.args[1]
     if not (isinstance(attribute, str) and attribute == "shape"):
         return None

@@ -43,8 +43,9 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     inner, _ = STATIC_TWO_INPUT_FUSED_MODULES[type(module)]
     if type(module[0]) is not inner:
         return Miss(f"fused {type(module).__name__} holds a {type(module[0]).__name__}, not a reference {inner.__name__}")
-    if padding_by_name(module[0]):
-        return Miss(padding_by_name(module[0]))
+    padded_by_name = padding_by_name(module[0])
+    if padded_by_name is not None:
+        return padded_by_name
     if qconfig_is_none(program, reference.name):
         return Miss(f"qconfig of {reference.name!r} is None")
     if len(reference.args) != 2 or reference.kwargs or not all(is_dequantize(program, arg) for arg in reference.args):
