@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean property-thorough
+.PHONY: demo test bench venv clean property-thorough mutation
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/fqlower demo
 
+# deterministic by default (the derandomized `ci` profile): a user's `make test` never
+# fails by chance. HYPOTHESIS_PROFILE=dev or thorough explores new examples.
+HYPOTHESIS_PROFILE ?= ci
+export HYPOTHESIS_PROFILE
+
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests property_tests
 
@@ -40,3 +45,15 @@ clean:
 # 1000 examples per property (the ci profile runs 40)
 property-thorough: $(STAMP)
 	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -p no:cacheprovider property_tests
+
+# Mutation testing of the passes, edits, change log and compare (docs/mutation.md); not
+# part of CI. mutants/ starts afresh: mutmut never refreshes the unmutated copies of
+# src/ it keeps there. MUTANTS narrows the run, e.g. MUTANTS='fqlower.edits.*'.
+MUTMUT_CHILDREN ?= 2
+MUTANTS ?=
+mutation: $(STAMP)
+	test -x $(VENV)/bin/mutmut || $(PY) -m pip install --quiet -e '.[test,mutation]'
+	rm -rf mutants
+	HYPOTHESIS_PROFILE=ci OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN) $(MUTANTS)
+	$(VENV)/bin/mutmut results
+	$(PY) scripts/mutation_score.py

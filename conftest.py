@@ -5,6 +5,7 @@ is for local bug hunts: HYPOTHESIS_PROFILE=thorough make test.
 """
 
 import os
+import sys
 import warnings
 
 from hypothesis import HealthCheck, settings
@@ -20,3 +21,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")
 warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Where each law's examples ended up (property_tests/reach.py), after the run."""
+    reach = sys.modules.get("reach")
+    for summary in getattr(reach, "SUMMARIES", ()):
+        terminalreporter.write_line(summary)

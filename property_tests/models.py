@@ -30,9 +30,11 @@ small one (:data:`CHECK_BATCH`). The model returns every value no block consumed
 
 Blocks. A block's ``body`` is Python statements (``v3 = self.b3_conv(v1)``), its
 ``init`` the constructor expressions of its modules/parameters. Unscoped blocks put
-them on the model (``b3_conv``); scoped ones in their own submodule ``b3`` (class
-``Block3``), so functional ops get a module scope and ``set_module_name('b3', None)``
-switches a whole block off. ``GeneratedModel.forward`` interprets the blocks in order
+them on the model (``b3_conv``); scoped ones in their own submodule (class ``Block3``)
+one to three levels deep, in containers named as real models name them (``b3``,
+``layer2.0``, ``encoder.layers.1``; see scopes.py), so functional ops get a module
+scope and ``set_module_name`` with its full path (or a container's) switches a whole
+block off. ``GeneratedModel.forward`` interprets the blocks in order
 (exec of the compiled statements; no data-dependent control flow), so
 ``torch.fx.symbolic_trace`` and ``prepare_fx`` trace it like hand-written code, and
 ``source()`` prints the very same statements.
@@ -40,9 +42,9 @@ switches a whole block off. ``GeneratedModel.forward`` interprets the blocks in 
 Shrinking: the block count is drawn first and each block is one hypothesis span
 (hypothesis lowers the count and deletes a span together, so any block can go); every
 choice is an integer index into a list ordered simple -> complex (kinds, variants,
-inputs: the most recent value first), flags shrink to False (flat, bias on), and an
-input choice always makes the same draws, so deleting the block that created an input
-does not shift the choices after it. Failures shrink to one or two simple blocks.
+inputs: the most recent value first; placements: flat first), flags shrink to False
+(bias on), and an input choice always makes the same draws, so deleting the block
+that created an input does not shift the choices after it. Failures shrink to one or two simple blocks.
 
 Recipes are half static int8 (the recipe most lowering passes need), shrinking to it.
 
@@ -81,6 +83,8 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import strategies as st
+
+from scopes import PLACEMENTS, Tree, access, attach, attach_source
 
 from fqlower.reference import ReferenceModel, quiet_torch_quantization, reference_model
 
@@ -160,7 +164,8 @@ class Block:
 
     ``body`` assigns ``output`` from ``inputs``; ``$role`` in a statement stands for
     the block's attribute ``role``: ``self.b<i>_<role>`` on the model, or
-    ``self.<role>`` inside the block's own submodule ``b<i>`` when ``scoped``.
+    ``self.<role>`` inside the block's own submodule at ``path`` when ``scoped``
+    (``containers``: constructors of the containers above it, see scopes.py).
     ``init`` lists ``(role, constructor expression)`` in creation order.
     """
 
@@ -172,15 +177,21 @@ class Block:
     shape: tuple[int, ...]
     init: tuple[tuple[str, str], ...]
     body: tuple[str, ...]
-    scoped: bool
+    path: tuple[str, ...] = ()  # () when flat
+    containers: tuple[str, ...] = ()
     contiguous: bool = True  # see Value.contiguous
 
     @property
+    def scoped(self) -> bool:
+        return bool(self.path)
+
+    @property
     def scope(self) -> str:
-        return f"b{self.index}"
+        """The scope module's dotted path (``set_module_name`` takes it); ``b<i>`` when flat."""
+        return ".".join(self.path) if self.path else f"b{self.index}"
 
     def statements(self, *, inside_scope: bool) -> list[str]:
-        prefix = "self." if inside_scope else f"self.{self.scope}_"
+        prefix = "self." if inside_scope else f"self.b{self.index}_"
         return [re.sub(r"\$(\w+)", lambda m: prefix + m.group(1), line) for line in self.body]
 
 
@@ -207,7 +218,7 @@ def _execute(block: Block, owner: nn.Module, env: dict[str, Any], inside_scope: 
 
 
 class BlockScope(nn.Module):
-    """Base of the submodule ``b<i>`` of a scoped block: its forward runs the block."""
+    """Base of the submodule of a scoped block: its forward runs the block."""
 
     block: Block
 
@@ -245,10 +256,10 @@ class GeneratedModel(nn.Module):
                     scope.block = block
                     for role, constructor in block.init:
                         setattr(scope, role, eval(constructor, dict(NAMESPACE)))
-                    setattr(self, block.scope, scope)
+                    attach(self, block.path, block.containers, scope, NAMESPACE)
                 else:
                     for role, constructor in block.init:
-                        setattr(self, f"{block.scope}_{role}", eval(constructor, dict(NAMESPACE)))
+                        setattr(self, f"b{block.index}_{role}", eval(constructor, dict(NAMESPACE)))
         self.eval()
 
     @staticmethod
@@ -267,7 +278,7 @@ class GeneratedModel(nn.Module):
         env.update(zip((value.name for value in self.spec.inputs), inputs))
         for block in self.spec.blocks:
             if block.scoped:
-                env[block.output] = getattr(self, block.scope)(*(env[name] for name in block.inputs))
+                env[block.output] = self.get_submodule(block.scope)(*(env[name] for name in block.inputs))
             else:
                 _execute(block, self, env, inside_scope=False)
         return env
@@ -324,15 +335,16 @@ def render_source(spec: ModelSpec) -> str:
         out += [f"        {line}" for line in block.statements(inside_scope=True)]
         out += [f"        return {block.output}", ""]
     out += ["", "class Model(nn.Module):", "    def __init__(self):", "        super().__init__()"]
+    created: set[tuple[str, ...]] = set()
     for block in spec.blocks:
         if block.scoped:
-            out.append(f"        self.{block.scope} = Block{block.index}()")
+            out += [f"        {line}" for line in attach_source(block.path, block.containers, f"Block{block.index}()", created)]
         else:
-            out += [f"        self.{block.scope}_{role} = {constructor}" for role, constructor in block.init]
+            out += [f"        self.b{block.index}_{role} = {constructor}" for role, constructor in block.init]
     out += ["", f"    def forward(self, {', '.join(value.name for value in spec.inputs)}):"]
     for block in spec.blocks:
         if block.scoped:
-            out.append(f"        {block.output} = self.{block.scope}({', '.join(block.inputs)})")
+            out.append(f"        {block.output} = self{access(block.path)}({', '.join(block.inputs)})")
         else:
             out += [f"        {line}" for line in block.statements(inside_scope=False)]
     out.append(f"        return {', '.join(spec.outputs)}")
@@ -414,6 +426,7 @@ class _Builder:
         self.inputs: list[Value] = []
         self.blocks: list[Block] = []
         self.consumed: set[str] = set()
+        self.tree = Tree()
         self.index = 0
         # per block
         self.init: list[tuple[str, str]] = []
@@ -483,7 +496,7 @@ class _Builder:
             contiguous = all(value.contiguous for value in self.values if value.name in self.used)
         output = f"v{self.index}"
         body = [line.replace("{o}", output) for line in body]
-        scoped = self.d.flag()
+        path, containers = self.tree.place(self.d.pick(PLACEMENTS), self.index)
         self.blocks.append(
             Block(
                 index=self.index,
@@ -494,7 +507,8 @@ class _Builder:
                 shape=tuple(shape),
                 init=tuple(self.init),
                 body=tuple(body),
-                scoped=scoped,
+                path=path,
+                containers=containers,
                 contiguous=contiguous,
             )
         )
@@ -1278,7 +1292,7 @@ class Recipe:
         ``weight_only``: an empty mapping (only embeddings are quantized).
     embeddings_weight_only: ``float_qparams_weight_only_qconfig`` for nn.Embedding
         and nn.EmbeddingBag (always on for ``weight_only``).
-    none_modules: submodule names given qconfig ``None``.
+    none_modules: submodules given qconfig ``None``, by full dotted path (``layer1.0``).
     onednn_backend_config: use onednn's backend config (``backend="onednn"`` only):
         it fuses LinearLeakyReLU/LinearTanh/ConvAdd2d, whose lowered kernels only run
         on the onednn engine (see :func:`runnable`).
@@ -1543,10 +1557,10 @@ def runnable(example: Example) -> bool:
 
 
 def block_tags(spec: ModelSpec) -> list[str]:
-    """``kind`` and ``kind:variant`` of every block, for coverage checks."""
+    """``kind`` and ``kind:variant`` of every block, ``scoped`` and ``depth=<levels>``, for coverage checks."""
     tags = []
     for block in spec.blocks:
-        tags += [block.kind, f"{block.kind}:{block.variant}"]
+        tags += [block.kind, f"{block.kind}:{block.variant}", f"depth={len(block.path)}"]
         if block.scoped:
             tags.append("scoped")
     return tags

@@ -23,6 +23,9 @@ from collections import Counter
 from hypothesis import event
 
 
+SUMMARIES: list[str] = []  # printed at the end of the pytest run (conftest.py)
+
+
 class Reach:
     def __init__(self, law: str) -> None:
         self.law = law
@@ -44,6 +47,7 @@ class Reach:
         return "\n".join(lines)
 
     def assert_share(self, share: float) -> None:
+        SUMMARIES.append(self.summary())
         assert self.total > 0, f"{self.law}: no example ran"
         assert self.reached >= share * self.total, (
             f"fewer than {share:.0%} of the examples reached the law's checks:\n{self.summary()}"

@@ -12,6 +12,10 @@
   brief and every recipe feature occurs; every kind builds a reference model under
   every recipe kind; shrinking reaches few, simple, flat blocks.
 - Values the generator marks contiguous are (it only draws `view` on those).
+- Nesting: scoped blocks live one, two and three levels deep in shared containers
+  named like real models' (`layer1.0`, `encoder.layers.0`), functional linear/conv
+  too; such models prepare/convert with the op scoped at the full path, their source
+  rebuilds them, and `None` qconfigs by full dotted path switch blocks off.
 
 Example counts come from the hypothesis profiles in conftest.py.
 """
@@ -19,6 +23,7 @@ Example counts come from the hypothesis profiles in conftest.py.
 from __future__ import annotations
 
 import collections
+import functools
 import random
 import re
 from typing import Any
@@ -32,6 +37,7 @@ from models import (
     RECIPE_KINDS,
     Example,
     GeneratedModel,
+    Recipe,
     block_tags,
     build_example,
     examples,
@@ -282,3 +288,123 @@ def test_shrinking_reaches_few_simple_blocks() -> None:
     two = find(model_specs(4), lambda spec: len(spec.outputs) >= 2)
     assert len(two.blocks) == 2
     assert not any(block.scoped for block in two.blocks)
+
+
+# --------------------------------------------------------------------------- nested scopes
+
+NESTING_DRAWS = 200
+
+
+@functools.cache
+def nested_specs() -> list[Any]:
+    return [random_model_spec(random.Random(seed)) for seed in range(NESTING_DRAWS)]
+
+
+def test_scoped_blocks_nest_one_two_and_three_levels_deep() -> None:
+    """Over 200 draws: blocks at every depth, functional linear/conv two and three levels
+    deep, numbered (`layer1.0`) and named (`stage2.unit1`) parts; every part a name torch
+    accepts and real models use (an identifier or digits), every path a Block<i>."""
+    depths: collections.Counter[int] = collections.Counter()
+    functional: collections.Counter[tuple[str, int]] = collections.Counter()
+    parts = set()
+    for spec in nested_specs():
+        model = GeneratedModel.build(spec)
+        modules = dict(model.named_modules())
+        for block in spec.blocks:
+            depth = len(block.path)
+            depths[depth] += 1
+            if block.kind in ("functional_linear", "functional_conv"):
+                functional[(block.kind, depth)] += 1
+            if block.scoped:
+                assert type(modules[block.scope]).__name__ == f"Block{block.index}"
+                assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+", part) for part in block.path), block.path
+                parts.update(block.path[:-1])
+            else:
+                assert f"b{block.index}" not in modules
+    assert min(depths[depth] for depth in (0, 1, 2, 3)) >= 0.1 * sum(depths.values()), depths
+    assert all(functional[(kind, depth)] > 0 for kind in ("functional_linear", "functional_conv") for depth in (2, 3)), functional
+    assert any(part.isdigit() for part in parts) and any(not part.isdigit() for part in parts)
+
+
+def test_containers_are_shared_and_numbered_in_order() -> None:
+    """Blocks of a stage share its container (`layer1.0`, `layer1.1`); numbered children
+    are 0, 1, ... with no gap; a container name (digits aside) has one type."""
+    shared = 0
+    types: dict[str, set[str]] = collections.defaultdict(set)
+    for spec in nested_specs():
+        modules = dict(GeneratedModel.build(spec).named_modules())
+        containers = set()
+        for block in spec.blocks:
+            for depth, constructor in enumerate(block.containers, 1):
+                path = ".".join(block.path[:depth])
+                assert f"nn.{type(modules[path]).__name__}" == constructor
+                types[re.sub(r"[0-9]+", "#", path)].add(constructor)
+                containers.add(path)
+        for path in containers:
+            children = list(modules[path]._modules)
+            if children[0].isdigit():
+                assert children == [str(k) for k in range(len(children))], path
+            shared += len(children) > 1
+    assert shared > 0
+    assert all(len(constructors) == 1 for constructors in types.values()), types
+
+
+def first_spec(kind: str, depth: int) -> Any:
+    return next(spec for spec in nested_specs() if any(b.kind == kind and len(b.path) == depth for b in spec.blocks))
+
+
+def test_nested_functional_models_prepare_convert_and_rebuild_from_source() -> None:
+    """F.linear / F.conv two and three levels deep: the source rebuilds the model,
+    prepare_fx/convert_fx scope the op at the block's full path, and the example's repr
+    rebuilds the same reference model, under a static and a dynamic recipe."""
+    for kind in ("functional_linear", "functional_conv"):
+        for depth in (2, 3):
+            spec = first_spec(kind, depth)
+            model = GeneratedModel.build(spec)
+            namespace: dict[str, Any] = {}
+            with torch.random.fork_rng(devices=[]):
+                exec(compile(model.source(), "<model source>", "exec"), namespace)
+            rebuilt = namespace["model"]
+            assert module_types(rebuilt) == module_types(model)
+            assert state_dict_differences(model, rebuilt) == []
+            assert graph_differences(torch.fx.symbolic_trace(model), torch.fx.symbolic_trace(rebuilt)) == []
+            block = next(b for b in spec.blocks if b.kind == kind and len(b.path) == depth)
+            for recipe in (Recipe("static_int8", "fbgemm"), Recipe("dynamic_int8")):
+                example = build_example(model, recipe, data_seed=depth)
+                assert block.scope in {path for path, _ in example.reference.node_name_to_scope.values()}
+                again: dict[str, Any] = {}
+                threads = torch.get_num_threads()
+                try:
+                    with torch.random.fork_rng(devices=[]):
+                        exec(compile(repr(example), "<example repr>", "exec"), again)
+                finally:
+                    torch.set_num_threads(threads)
+                assert graph_differences(example.reference.module, again["reference"].module) == []
+                assert state_dict_differences(example.reference.module, again["reference"].module) == []
+
+
+def test_none_qconfigs_switch_nested_blocks_off_by_their_full_path() -> None:
+    """Recipes name nested scopes by full dotted path; `set_module_name(path, None)` with
+    the block's path or its outermost container's leaves the block's F.linear float."""
+    deep = 0
+    for seed in range(NESTING_DRAWS):
+        rng = random.Random(seed)
+        model = GeneratedModel.build(random_model_spec(rng))
+        recipe = random_recipe(rng, model)
+        assert set(recipe.none_modules) <= set(model.module_names())
+        deep += bool({b.scope for b in model.spec.blocks if len(b.path) >= 2} & set(recipe.none_modules))
+    assert deep > 0
+    spec = first_spec("functional_linear", 3)
+    model = GeneratedModel.build(spec)
+    block = next(b for b in spec.blocks if b.kind == "functional_linear" and len(b.path) == 3)
+    for off in ((), (block.scope,), (block.path[0],)):
+        recipe = Recipe("static_int8", "fbgemm", none_modules=off)
+        assert all(f".set_module_name({name!r}, None)" in recipe.source() for name in off)
+        reference = build_example(model, recipe, data_seed=0).reference
+        scope = reference.node_name_to_scope
+        (linear,) = [
+            n for n in reference.module.graph.nodes
+            if n.target is torch.nn.functional.linear and scope.get(n.name, ("",))[0] == block.scope
+        ]
+        weight = linear.kwargs.get("weight", linear.args[1] if len(linear.args) > 1 else None)
+        assert (weight.op == "get_attr") == bool(off), (off, weight.format_node())  # float, or dequantized

@@ -108,6 +108,9 @@ class ModelSnapshot:
     types: tuple[tuple[str, type], ...]
     state: dict[str, Any] = attrs.field(eq=False)  # state_dict plus non-persistent buffers
     attributes: tuple[str, ...]
+    # per module: its configuration (extra_repr) and the values of its plain attributes
+    # (numbers, strings, tensors and packed weights held outside the state_dict)
+    configuration: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = ()
 
     @classmethod
     def of(cls, model: torch.fx.GraphModule) -> ModelSnapshot:
@@ -117,15 +120,39 @@ class ModelSnapshot:
             types=tuple(module_types(model).items()),
             state=copy.deepcopy({**model.state_dict(keep_vars=False), **{f"~{k}": v for k, v in non_persistent_buffers(model)}}),
             attributes=tuple(sorted(vars(model))),
+            configuration=tuple(
+                (path, module.extra_repr(), _plain_attributes(module)) for path, module in model.named_modules(remove_duplicate=False)
+            ),
         )
 
     def differences(self, model: torch.fx.GraphModule) -> list[str]:
         now = ModelSnapshot.of(model)
-        found = [f"{field} changed" for field in ("code", "graph", "types", "attributes") if getattr(self, field) != getattr(now, field)]
+        found = [
+            f"{field} changed"
+            for field in ("code", "graph", "types", "attributes", "configuration")
+            if getattr(self, field) != getattr(now, field)
+        ]
         if self.state.keys() != now.state.keys():
             found.append("state_dict keys changed")
         found += [f"state_dict[{key!r}] changed" for key in self.state.keys() & now.state.keys() if not values_equal(self.state[key], now.state[key])]
         return found
+
+
+_PLAIN = (bool, int, float, str, torch.Tensor, torch._C.ScriptObject)
+
+
+def _plain_attributes(module: torch.nn.Module) -> tuple[tuple[str, Any], ...]:
+    """A module's own attributes that are values (not submodules, parameters, buffers or
+    torch's bookkeeping), described so that an in-place change shows."""
+    found = []
+    for name, value in sorted(vars(module).items()):
+        private_bookkeeping = name.startswith("_") and not isinstance(value, (torch.Tensor, torch._C.ScriptObject))
+        if isinstance(value, _PLAIN) and not private_bookkeeping:  # e.g. GraphModule's _code
+            try:
+                found.append((name, repr(describe(value))))
+            except UnsupportedInput:  # a packed weight that cannot be read back: its identity
+                found.append((name, f"{type(value).__name__}@{id(value)}"))
+    return tuple(found)
 
 
 def lowering_differences(expected: torch.fx.GraphModule, actual: torch.fx.GraphModule, inputs: tuple[Any, ...]) -> list[str]:
