@@ -8,14 +8,35 @@ import os
 import sys
 import warnings
 
+# Imported first, for its side effect: torch's test utilities (which the zoo uses) register
+# their own hypothesis profile "dev" (10 random examples, a 200 ms deadline) and load it on
+# import. Imported lazily, mid-run, that replaced fqlower's profile for every @given
+# decorated afterwards, so the derandomized `ci` run was neither derandomized nor bounded.
+import torch.testing._internal.common_utils  # noqa: F401
 from hypothesis import HealthCheck, settings
 
 COMMON = dict(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("ci", max_examples=40, derandomize=True, **COMMON)
-settings.register_profile("dev", max_examples=40, **COMMON)
-settings.register_profile("thorough", max_examples=1000, **COMMON)
-settings.register_profile("fuzz-thorough", max_examples=10000, **COMMON)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+PROFILES = {
+    "ci": dict(max_examples=40, derandomize=True),
+    "dev": dict(max_examples=40),
+    "thorough": dict(max_examples=1000),
+    "fuzz-thorough": dict(max_examples=10000),
+}
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
+
+
+def load_fqlower_profile():
+    for name, options in PROFILES.items():
+        settings.register_profile(name, **options, **COMMON)
+    settings.load_profile(PROFILE)
+
+
+load_fqlower_profile()
+
+
+def pytest_runtest_setup(item):
+    """Each test starts under fqlower's profile, whatever an earlier test imported."""
+    load_fqlower_profile()
 
 # torch.ao.quantization's deprecation notices; ours must never need filtering.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")

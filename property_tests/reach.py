@@ -6,21 +6,20 @@ outcome per example (also recorded with `hypothesis.event`, so that
 the law's checks; after the run, `Reach.assert_share` fails the test when fewer than the
 given share of examples did:
 
-    reach = Reach("oracle")
+    run_law("law 1 (the oracle)", examples(), check, share=0.5)
 
-    @given(example=examples())
-    def law(example):
-        reach.record(*check(example))   # check returns (outcome, reached)
-
-    law()
-    reach.assert_share(0.5)
+runs `check` (which returns `(outcome, reached)`) on every example hypothesis draws
+from the strategy, then asserts the share.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
-from hypothesis import event
+from hypothesis import event, given
+from hypothesis import strategies as st
 
 
 SUMMARIES: list[str] = []  # printed at the end of the pytest run (conftest.py)
@@ -52,3 +51,15 @@ class Reach:
         assert self.reached >= share * self.total, (
             f"fewer than {share:.0%} of the examples reached the law's checks:\n{self.summary()}"
         )
+
+
+def run_law(law: str, strategy: st.SearchStrategy[Any], check: Callable[[Any], tuple[str, bool]], share: float) -> None:
+    """Check `law` on examples of `strategy`; fail when fewer than `share` reach its checks."""
+    reach = Reach(law)
+
+    @given(strategy)
+    def each(example: Any) -> None:
+        reach.record(*check(example))
+
+    each()
+    reach.assert_share(share)

@@ -83,7 +83,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import Phase, event, given, note, reject, settings
 from hypothesis import strategies as st
-from reach import Reach
+from reach import run_law
 
 import fqlower
 from fqlower import ChangeLog, ChangeLogError, FqlowerError, ReplayMismatch
@@ -1048,18 +1048,15 @@ def _unexpected(call: str, fuzzed: Fuzzed, error: BaseException) -> AssertionErr
 def test_lowering_never_raises_anything_but_fqlower_errors() -> None:
     """lower() returns or raises an FqlowerError (see `check_fuzzed`); at least 30 % of the
     examples get as far as a comparison with torch's lowering."""
-    reach = Reach("fuzzer")
-
-    @given(fuzzed_inputs())
-    def law(fuzzed: Fuzzed) -> None:
-        outcome, reached = check_fuzzed(fuzzed)
-        reach.record(f"{'gentle' if fuzzed.gentle else 'harsh'}: {outcome}", reached)
-
-    law()
-    reach.assert_share(0.3)
+    run_law("fuzzer", fuzzed_inputs(), check_fuzzed, share=0.3)
 
 
 def check_fuzzed(fuzzed: Fuzzed) -> tuple[str, bool]:
+    outcome, reached = check_fuzzed_law(fuzzed)
+    return f"{'gentle' if fuzzed.gentle else 'harsh'}: {outcome}", reached
+
+
+def check_fuzzed_law(fuzzed: Fuzzed) -> tuple[str, bool]:
     """lower() returns or raises an FqlowerError. A lowering of a model that runs equals
     torch's (when torch's lowering returns), except where fqlower differs on purpose
     (README, "Where fqlower does better than torch 2.13"); there its result must run and

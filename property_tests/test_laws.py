@@ -20,7 +20,6 @@ and fail when too few reach their checks.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import random
@@ -31,14 +30,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from breaking import breaking_examples
-from reach import Reach
+from reach import run_law
 from models import build_example, examples, random_model_spec, random_recipe, runnable, GeneratedModel
 
 import fqlower
 from fqlower import FqlowerError, ReplayMismatch
 from fqlower.compare import ModelSnapshot, values_equal, graph_differences, lowering_differences, module_type_differences, state_dict_differences
 from fqlower.departures import departed_nodes, departures, differences_outside, quantized_calls
-from fqlower.reference import torch_lowering
+from fqlower.reference import quantized_engine, torch_lowering
 
 # passes that touch disjoint patterns: each pair commutes (law 8). Not in the set:
 # special patterns and tensor metadata both rewrite size()/shape reads of a dequantize,
@@ -81,14 +80,7 @@ def test_oracle_where_torch_lowers_fqlower_equals_it():
     outside the departed nodes' regions the graph, module types and state_dict must still
     equal torch's, and fqlower's outputs must stay within QUANTIZATION_BOUND of the
     reference model's. At least half of the examples reach these checks."""
-    reach = Reach("law 1 (the oracle)")
-
-    @given(example=examples())
-    def law(example):
-        reach.record(*check_oracle(example))
-
-    law()
-    reach.assert_share(0.5)
+    run_law("law 1 (the oracle)", examples(), check_oracle, share=0.5)
 
 
 def check_oracle(example):
@@ -156,14 +148,7 @@ def test_beyond_the_oracle_fqlower_lowers_within_quantization_error_or_names_the
     FqlowerError that names the node. Where it lowers fewer native calls than it does on
     the unbroken model, its log records a departure saying why. At least half of the
     examples reach the output comparison."""
-    reach = Reach("law 2 (beyond the oracle)")
-
-    @given(broken=breaking_examples())
-    def law(broken):
-        reach.record(*check_beyond_the_oracle(broken))
-
-    law()
-    reach.assert_share(0.5)
+    run_law("law 2 (beyond the oracle)", breaking_examples(), check_beyond_the_oracle, share=0.5)
 
 
 def check_beyond_the_oracle(broken):
@@ -208,16 +193,6 @@ def checking_engine(example):
     onednn's here) can overflow; torch's own lowering computes the same values there
     (found by the 1,000-example run and by a random `make test` run)."""
     return "qnnpack" if example.recipe.backend in ("qnnpack", "onednn") else torch.backends.quantized.engine
-
-
-@contextlib.contextmanager
-def quantized_engine(engine):
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = engine
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
 
 
 @given(example=examples())

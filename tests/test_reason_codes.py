@@ -14,11 +14,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import operator
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -40,7 +38,7 @@ from fqlower.compare import lowering_differences, values_equal
 from fqlower.departures import departed_nodes, departures, differences_outside, region
 from fqlower.passes import LOWER_DYNAMIC_MODULES, LOWER_STATIC_MODULES
 from fqlower.reasons import DEPARTURES, Code, is_departure
-from fqlower.reference import ReferenceModel, reference_model, torch_lowering
+from fqlower.reference import ReferenceModel, quantized_engine, reference_model, torch_lowering
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:torch.*", "ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -133,14 +131,6 @@ def test_embedding_bag_that_sums_is_lowered_as_torch_lowers_it():
 # --- 2. qnnpack's quantized clamp needs both bounds ----------------------------------------------
 
 
-@contextlib.contextmanager
-def quantized_engine(name: str) -> Iterator[None]:
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = name
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
 
 
 ONE_SIDED = {

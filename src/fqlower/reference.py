@@ -83,6 +83,17 @@ def quiet_torch_quantization() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def quantized_engine(name: str) -> Iterator[None]:
+    """Run the block with torch's quantized engine set to `name`, then restore the previous one."""
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
 class _LoweringIntercepted(Exception):
     """Private sentinel raised by the interceptor to stop ``convert_fx`` before lowering."""
 
