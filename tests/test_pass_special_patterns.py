@@ -353,7 +353,10 @@ class DefaultModules(nn.Module):
         super().__init__()
         self.bn, self.ct = nn.BatchNorm2d(4), nn.ConvTranspose2d(4, 4, 3)
         self.bn2, self.relu = nn.BatchNorm2d(4), nn.ReLU()  # fused to BNReLU2d
-        self.ln, self.prelu, self.softmax = nn.LayerNorm([4, 8, 8]), nn.PReLU(), nn.Softmax(dim=1)
+        # a slope whose quint8 qparams (MinMaxObserver: range [0, w]) can hold 1.0:
+        # quantized::prelu is right only then (the default 0.25 is a departure,
+        # tests/test_reason_codes.py)
+        self.ln, self.prelu, self.softmax = nn.LayerNorm([4, 8, 8]), nn.PReLU(init=1.25), nn.Softmax(dim=1)
         self.elu, self.leaky, self.hswish = nn.ELU(), nn.LeakyReLU(0.1), nn.Hardswish()
         self.inorm, self.drop = nn.InstanceNorm2d(4), nn.Dropout()
 

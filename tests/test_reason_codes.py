@@ -241,29 +241,75 @@ def test_premise_qnnpack_clamp_scrambles_a_channels_last_tensor():
         assert (torch.clamp(q.contiguous(), -0.5, 0.5).dequantize() - want).abs().max() <= 0.02
 
 
+CONV_CLAMPS = {
+    "clamp": lambda y: torch.clamp(y, -0.5, 0.5),
+    "hardtanh": lambda y: F.hardtanh(y, -0.5, 0.5),
+    "relu6": lambda y: F.relu6(y * 8),
+}
+
+
 class ConvClamp(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, clamp: str = "clamp") -> None:
         super().__init__()
         torch.manual_seed(0)
         self.conv = nn.Conv2d(3, 3, 1)
+        self.clamp = CONV_CLAMPS[clamp]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(self.conv(x), -0.5, 0.5)
+        return self.clamp(self.conv(x))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qnnpack's quantized clamp scrambles the channels_last output of a quantized conv; "
-    "fqlower lowers conv -> clamp(min, max) as torch does, with code as-torch",
-)
-def test_conv_then_clamp_on_qnnpack_computes_the_reference_within_quantization_error():
+@pytest.mark.parametrize("clamp", ["clamp", "hardtanh", "relu6"])
+def test_regression_conv_then_clamp_on_qnnpack_stays_float_and_computes_the_reference(clamp):
+    """qnnpack's quantized clamp, hardtanh and relu6 read the channels_last output of a
+    quantized conv as if it were contiguous: torch's lowered model is off by far more
+    than a quantization step; fqlower leaves the clamp float (torch-wrong-result)."""
     x = torch.randn(16, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    ref = reference_model(ConvClamp(), (x,), get_default_qconfig_mapping("qnnpack"))
+    ref = reference_model(ConvClamp(clamp), (x,), get_default_qconfig_mapping("qnnpack"))
+    step = float(ref.module.conv_scale_0)
     with quantized_engine("qnnpack"):
-        ours = lower(ref)
+        ours, theirs = lower(ref), torch_lowering(ref)
         with torch.no_grad():
             error = (ours.module(x) - ref.module(x)).abs().max()
-    assert error <= 2 * float(ref.module.conv_scale_0), (error, [entry.code for entry in ours.log.entries])
+            torch_error = (theirs(x) - ref.module(x)).abs().max()
+    assert torch_error > 10 * step
+    assert error <= 2 * step, (error, [entry.code for entry in ours.log.entries])
+    assert [(skip.code, skip.node) for skip in ours.log.skips if is_departure(skip.code)] == [
+        (Code.TORCH_WRONG_RESULT, next(n.name for n in ref.module.graph.nodes if n.op == "call_function" and n.target is torch.quantize_per_tensor and n.args[0].name.startswith(("clamp", "hardtanh", "relu6"))))
+    ]
+
+
+class PReLUModel(nn.Module):
+    def __init__(self, init: float) -> None:
+        super().__init__()
+        self.prelu = nn.PReLU(init=init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prelu(x)
+
+
+def test_regression_prelu_whose_weight_qparams_cannot_hold_one_stays_float():
+    """quantized::prelu multiplies positive inputs by 1.0 quantized in the weight's qparams;
+    with the default slope 0.25 those saturate far below 1.0, and torch's lowered model
+    shrinks every positive value (found by law 2 once it reached its checks)."""
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)) * 2
+    ref = reference_model(PReLUModel(0.25), (x,), get_default_qconfig_mapping("fbgemm"))
+    ours, theirs = lower(ref), torch_lowering(ref)
+    with torch.no_grad():
+        want, got, torch_got = ref.module(x), ours.module(x), theirs(x)
+    step = float(ref.module.prelu_scale_0)
+    assert (torch_got - want).abs().max() > 0.5 * want.abs().max()
+    assert (got - want).abs().max() <= step
+    assert [(skip.rule, skip.code) for skip in ours.log.skips] == [("swap-module", Code.TORCH_WRONG_RESULT)]
+    assert type(ours.module.prelu) is nn.PReLU
+
+
+def test_prelu_whose_weight_qparams_hold_one_is_lowered_as_torch_does():
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)) * 2
+    ref = reference_model(PReLUModel(1.25), (x,), get_default_qconfig_mapping("fbgemm"))
+    ours, theirs = lower(ref), torch_lowering(ref)
+    assert lowering_differences(theirs, ours.module, (x,)) == []
+    assert ours.log.skips == ()
 
 
 # --- 3. documented torch failures record the matching departure code --------------------------

@@ -52,6 +52,7 @@ from torch.ao.quantization.quantization_mappings import DEFAULT_FLOAT_TO_QUANTIZ
 from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetModule, SetTarget
 from fqlower.ir import FrozenDict, ListArg, Node, Program, Ref, map_arg, refs_in
 from fqlower.passes.common import from_reference, source_of_constant, source_of_module
+from fqlower.passes.kernel_bugs import kernel_problem
 from fqlower.patterns import DEFAULT, FIXED_QPARAMS, QOP_KWARGS_TO_DROP, SPECIAL_FAMILIES, SPECIAL_MODULES
 from fqlower.pipeline import Match, Miss, PassResult, Rule, RulePass
 from fqlower.reasons import Code
@@ -226,12 +227,10 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
     if is_quantize and (ref.op, ref.target) in NO_QUANTIZED_KERNEL:
         what = ref.target if ref.op == "call_method" else ref.target.__name__
         return rule, Miss(f"%{ref.name} ({what}) has no quantized kernel: torch's lowered model would fail running it", Code.TORCH_MODEL_CRASHES)
-    if is_quantize and _one_sided_clamp(ref) and torch.backends.quantized.engine == "qnnpack":
-        return rule, Miss(
-            f"%{ref.name} clamps one side only, and qnnpack's quantized clamp needs both bounds: "
-            "torch's lowered model would fail running it",
-            Code.TORCH_MODEL_CRASHES,
-        )
+    if is_quantize:
+        wrong_kernel = kernel_problem(program, ref, module)
+        if wrong_kernel is not None:
+            return rule, wrong_kernel
     if not is_quantize and ((ref.op, ref.target) in NO_HALF_CPU_KERNEL or isinstance(module, NO_HALF_CPU_KERNEL_MODULES)):
         return rule, Miss(f"%{ref.name} has no float16 CPU kernel: rerouting it to read float16 would fail at run time", Code.TORCH_MODEL_CRASHES)
     float_input = next((node for node in dequantize if _computes_in_float(program, node.args[0])), None)
@@ -288,14 +287,6 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
             source_of_constant(program, zero_point.target),
         )
     return rule, Match(anchor.name, FrozenDict(roles), FrozenDict(facts))
-
-
-def _one_sided_clamp(node: Node) -> bool:
-    """A clamp (function or method) that leaves its min or its max out (or None)."""
-    if not ((node.op == "call_function" and node.target is torch.clamp) or (node.op == "call_method" and node.target == "clamp")):
-        return False
-    bounds = [node.args[i] if len(node.args) > i else node.kwargs.get(name) for i, name in ((1, "min"), (2, "max"))]
-    return any(bound is None for bound in bounds)
 
 
 # methods that give the same answer on a quantized tensor as on its dequantized value

@@ -13,27 +13,21 @@ recorded skip: torch 2.13's quantized EmbeddingBag always calls its kernel with 
 
 from __future__ import annotations
 
-import torch.ao.nn.quantized.reference as nnqr
-
 from fqlower.edits import Edit, SetModule
 from fqlower.ir import Node, Program
 from fqlower.passes.common import bindings, from_reference, is_call_module, module_of, source_of_module
 from fqlower.patterns import WEIGHT_ONLY_MODULES
+from fqlower.passes.kernel_bugs import embedding_bag_problem
 from fqlower.pipeline import Match, Miss, rule_pass
-from fqlower.reasons import Code
 
 
 def match(program: Program, reference: Node) -> Match | Miss | None:
     module = module_of(program, reference)
     if reference.op != "call_module" or type(module) not in WEIGHT_ONLY_MODULES:
         return None
-    mode = getattr(module, "mode", "sum")
-    if isinstance(module, nnqr.EmbeddingBag) and mode != "sum":
-        return Miss(
-            f"EmbeddingBag {reference.target!r} reduces with {mode!r}: the quantized EmbeddingBag always sums "
-            "(torch 2.13 passes mode 0 to its kernel), so torch's lowered model would compute something else",
-            Code.TORCH_WRONG_RESULT,
-        )
+    wrong_kernel = embedding_bag_problem(reference, module)
+    if wrong_kernel is not None:
+        return wrong_kernel
     return Match(reference.name, bindings(reference=reference.name))
 
 
