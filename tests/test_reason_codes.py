@@ -38,6 +38,7 @@ from fqlower.compare import lowering_differences, values_equal
 from fqlower.departures import departed_nodes, departures, differences_outside, region
 from fqlower.passes import LOWER_DYNAMIC_MODULES, LOWER_STATIC_MODULES
 from fqlower.reasons import DEPARTURES, Code, is_departure
+from fqlower.explain import explain
 from fqlower.reference import ReferenceModel, quantized_engine, reference_model, torch_lowering
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:torch.*", "ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -310,6 +311,14 @@ def test_prelu_whose_weight_qparams_hold_one_is_lowered_as_torch_does():
     ours, theirs = lower(ref), torch_lowering(ref)
     assert lowering_differences(theirs, ours.module, (x,)) == []
     assert ours.log.skips == ()
+
+
+def test_explain_shows_the_code_of_a_departure():
+    """`fqlower explain` (and `explain().format()`) prefix a departure's reason with its code."""
+    with quantized_engine("qnnpack"):
+        lowering = lower(clamp_reference("function-min"))
+    text = explain(lowering).format()
+    assert "- [torch-model-crashes] %clamp clamps one side only" in text, text
 
 
 # --- 3. documented torch failures record the matching departure code --------------------------

@@ -56,6 +56,7 @@ import torch.nn as nn
 
 from fqlower.api import Lowering
 from fqlower.changelog import PROVENANCE, Change, Skip
+from fqlower.reasons import is_departure
 from fqlower.errors import ChangeLogError, UnsupportedInput
 from fqlower.fingerprint import fingerprint
 from fqlower.ir import (
@@ -557,7 +558,7 @@ def explain_leftover(
     ordered_skips = tuple(skips)
     boundary = problems == 0 and not ordered_skips
     # a boundary is explained by what is on its float side; otherwise those are noise
-    all_reasons = tuple(dict.fromkeys([*(skip.reason for skip in ordered_skips), *reasons, *(boundaries if boundary else ())]))
+    all_reasons = tuple(dict.fromkeys([*map(_skip_reason, ordered_skips), *reasons, *(boundaries if boundary else ())]))
     first = ordered_skips[0] if ordered_skips else None
     pattern = None if first is None else first.pass_name if first.rule == first.pass_name else f"{first.pass_name}/{first.rule}"
     return Leftover(
@@ -569,6 +570,11 @@ def explain_leftover(
         boundary=boundary,
         skips=ordered_skips,
     )
+
+
+def _skip_reason(skip: Skip) -> str:
+    """A skip's reason, with its code when it departs from torch (`[torch-wrong-result] ...`)."""
+    return f"[{skip.code}] {skip.reason}" if is_departure(skip.code) else skip.reason
 
 
 def explain(lowering: Lowering, reference: torch.fx.GraphModule | None = None) -> Explanation:
