@@ -2,8 +2,10 @@
 
 mutmut 3 keeps one `<module>.py.meta` JSON file per mutated module under
 mutants/, mapping each mutant's name to the exit code of its test run. This
-prints, per module, how many mutants the tests killed out of all of them, and
-how many survived, had no covering test, or timed out; then the totals.
+prints, per module, how many mutants the tests killed out of all of them, the
+score (killed out of those checked, so that a partial run reads right), and how
+many survived, had no covering test, timed out or were not checked; then the
+totals.
 
     python scripts/mutation_score.py              # the table
     python scripts/mutation_score.py --markdown   # the same, as docs/mutation.md's table
@@ -67,6 +69,11 @@ def percent(killed: int, total: int) -> str:
     return f"{100 * killed / total:.1f}%" if total else "-"
 
 
+def score(counts: Counter, total: int) -> str:
+    """Killed out of the mutants checked (a partial run leaves some unchecked)."""
+    return percent(counts["killed"], total - counts["not checked"])
+
+
 def rows(results: dict[str, dict[str, str]]) -> list[tuple[str, Counter, int]]:
     table = []
     overall: Counter = Counter()
@@ -86,16 +93,16 @@ def print_plain(table: list[tuple[str, Counter, int]]) -> None:
     for module, counts, total in table:
         killed = f"{counts['killed']}/{total}"
         cells = "  ".join(f"{counts[c]:>11}" for c in COLUMNS[1:])
-        print(f"{module:<{width}}  {killed:>13}  {percent(counts['killed'], total):>6}  {cells}")
+        print(f"{module:<{width}}  {killed:>13}  {score(counts, total):>6}  {cells}")
 
 
 def print_markdown(table: list[tuple[str, Counter, int]]) -> None:
-    print("| module | killed / total | score | " + " | ".join(COLUMNS[1:]) + " |")
+    print("| module | killed / total | score (of checked) | " + " | ".join(COLUMNS[1:]) + " |")
     print("| --- | ---: | ---: | " + " | ".join("---:" for _ in COLUMNS[1:]) + " |")
     for module, counts, total in table:
         name = f"**{module}**" if module == "TOTAL" else f"`{module}`"
         cells = " | ".join(str(counts[c]) for c in COLUMNS[1:])
-        print(f"| {name} | {counts['killed']} / {total} | {percent(counts['killed'], total)} | {cells} |")
+        print(f"| {name} | {counts['killed']} / {total} | {score(counts, total)} | {cells} |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -321,6 +321,35 @@ def test_explain_shows_the_code_of_a_departure():
     assert "- [torch-model-crashes] %clamp clamps one side only" in text, text
 
 
+class ConvView(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y.view(y.size(0), -1)
+
+
+def test_regression_a_view_of_a_conv_output_is_lowered_as_a_reshape():
+    """A quantized conv returns a channels_last tensor, on which `view(n, -1)` fails (and so
+    does a float view of its dequantized value); the float model's conv output is
+    contiguous. fqlower lowers a reshape there (found by law 1 in a 1,000-example run)."""
+    x = torch.randn(16, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    ref = reference_model(ConvView(), (x,), get_default_qconfig_mapping("fbgemm"))
+    ours, theirs = lower(ref), torch_lowering(ref)
+    with pytest.raises(RuntimeError, match="view size is not compatible"), torch.no_grad():
+        theirs(x)
+    with torch.no_grad():
+        error = (ours.module(x) - ref.module(x)).abs().max()
+    assert error <= 2 * float(ref.module.conv_scale_0)
+    departed = [(entry.code, entry.anchor) for entry in ours.log.changes if is_departure(entry.code)]
+    assert departed == [(Code.TORCH_MODEL_CRASHES, "quantize_per_tensor_2")]
+    assert [n.target for n in ours.module.graph.nodes if n.name == "view"] == ["reshape"]
+    assert differences_outside(theirs, ours.module, departed_nodes(ours)) == []
+
+
 # --- 3. documented torch failures record the matching departure code --------------------------
 
 STAGE_CODES = {"lowering": Code.TORCH_CRASHES, "running": Code.TORCH_MODEL_CRASHES}

@@ -163,6 +163,8 @@ def encode(value: Any) -> Any:
         return value if math.isfinite(value) else {"$float": repr(value)}
     if isinstance(value, Ref):
         return {"$ref": value.name}
+    if isinstance(value, torch.Size):  # before tuple: a torch.Size is one
+        return {"$size": list(value)}
     if isinstance(value, tuple):
         items = [encode(item) for item in value]
         if hasattr(value, "_fields"):
@@ -180,8 +182,6 @@ def encode(value: Any) -> Any:
         return {"$torch": str(value).removeprefix("torch.")}
     if isinstance(value, torch.device):
         return {"$device": str(value)}
-    if isinstance(value, torch.Size):
-        return {"$size": list(value)}
     if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
         buffer = io.BytesIO()
         torch.save(value.detach(), buffer)

@@ -1,7 +1,8 @@
 """torch 2.13 kernels that compute something else than the reference model, and when.
 
 torch's lowering hands these ops their quantized kernels all the same; fqlower leaves
-them in float, with a skip whose code says what torch's model would do. Each check
+them in float, with a skip whose code says what torch's model would do (or, for a view,
+lowers a reshape instead, with a change that carries the code). Each check
 reads the program (and, for PReLU, the weight qparams torch would compute) and returns
 a `Miss`, or None when the kernel is right here:
 
@@ -11,6 +12,9 @@ a `Miss`, or None when the kernel is right here:
     %y = prelu(%x)  (nn.PReLU)     quantized::prelu scales positive inputs by 1.0 quantized
                                    in the weight's qparams, which saturates when they
                                    cannot hold 1.0 (the default weight 0.25 cannot)
+    %y = conv(...).view(n, -1)     quantized convolutions return channels_last tensors, on
+                                   which such a view fails (the float model's is contiguous):
+                                   this one is lowered, as a reshape
     EmbeddingBag(mode='mean'|'max') the quantized module always sums
 """
 
@@ -52,6 +56,17 @@ def kernel_problem(program: Program, op: Node, module: Any) -> Miss | None:
     if type(module) is nn.PReLU:
         return _prelu_problem(op, module)
     return None
+
+
+def view_of_channels_last(program: Program, op: Node) -> str | None:
+    """Why a `view` torch reroutes must become a `reshape`; None when a view is fine."""
+    if not (op.op == "call_method" and op.target == "view" and _after_a_conv(program, op)):
+        return None
+    return (
+        f"%{op.name} views the output of a convolution, which is channels_last once quantized: a view "
+        "that merges channels with positions fails on it, so torch's lowered model would fail running "
+        "it; fqlower reshapes instead (the same values, copied when the layout needs it)"
+    )
 
 
 def embedding_bag_problem(reference: Node, module: Any) -> Miss | None:

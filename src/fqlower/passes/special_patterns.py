@@ -52,7 +52,7 @@ from torch.ao.quantization.quantization_mappings import DEFAULT_FLOAT_TO_QUANTIZ
 from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetModule, SetTarget
 from fqlower.ir import FrozenDict, ListArg, Node, Program, Ref, map_arg, refs_in
 from fqlower.passes.common import from_reference, source_of_constant, source_of_module
-from fqlower.passes.kernel_bugs import kernel_problem
+from fqlower.passes.kernel_bugs import kernel_problem, view_of_channels_last
 from fqlower.patterns import DEFAULT, FIXED_QPARAMS, QOP_KWARGS_TO_DROP, SPECIAL_FAMILIES, SPECIAL_MODULES
 from fqlower.pipeline import Match, Miss, PassResult, Rule, RulePass
 from fqlower.reasons import Code
@@ -286,6 +286,10 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
             source_of_constant(program, scale.target),
             source_of_constant(program, zero_point.target),
         )
+    reshape = view_of_channels_last(program, ref) if rule == REROUTE else None
+    if reshape is not None:
+        facts["method"] = "reshape"
+        return rule, Match(anchor.name, FrozenDict(roles), FrozenDict(facts), Code.TORCH_MODEL_CRASHES, reshape)
     return rule, Match(anchor.name, FrozenDict(roles), FrozenDict(facts))
 
 
@@ -425,7 +429,9 @@ def _anchor_role(found: Match) -> str:
 
 def rewrite_reroute(program: Program, found: Match) -> list[Edit]:
     ref, anchor = found.bindings["reference"], _anchor_role(found)
+    retarget = [SetTarget(ref, "call_method", found.facts["method"])] if "method" in found.facts else []
     return [
+        *retarget,
         SetArgs(ref, found.facts["args"], found.facts["kwargs"]),
         ReplaceUses(anchor, ref),
         RemoveNode(anchor),

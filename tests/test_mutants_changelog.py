@@ -1,0 +1,373 @@
+"""Change logs, down to the exact text: tests written against mutmut's survivors
+in fqlower.changelog (`make mutation`, docs/mutation.md).
+
+Each test pins one behaviour the rest of the suite only checked loosely: the exact
+message of every refusal (users read them, and a fuzzer keys on them), the exact
+JSON a value is written as, the line a bad entry is reported on, and the node and
+program a replay error carries for its excerpt.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import pickle
+import urllib.parse
+
+import pytest
+import torch
+from helpers import call, tiny_program
+
+import fqlower
+from fqlower import (
+    AddNode,
+    Change,
+    ChangeLog,
+    ChangeLogError,
+    FrozenDict,
+    RemoveNode,
+    ReplaceUses,
+    ReplayMismatch,
+    SetArgs,
+    apply,
+    apply_log,
+)
+from fqlower.changelog import Header, PassRecord, decode, encode
+from fqlower.reasons import Code
+
+HEADER = '{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}'
+
+
+def refusal(text: str) -> str:
+    """The message ChangeLog.loads refuses `text` with."""
+    with pytest.raises(ChangeLogError) as raised:
+        ChangeLog.loads(text)
+    return str(raised.value)
+
+
+def replay_refusal(program: fqlower.Program, log: ChangeLog, *, trusted: bool = True) -> ReplayMismatch:
+    with pytest.raises(ReplayMismatch) as raised:
+        apply_log(program, log, trusted=trusted)
+    return raised.value
+
+
+def log_of(program: fqlower.Program, *changes: Change, output: str | None = None, passes: int = 1) -> ChangeLog:
+    """A log of `changes` on `program` whose fingerprints are right, unless `output` says otherwise."""
+    after = program
+    for change in changes:
+        after = apply(after, change.edits)
+    end = fqlower.fingerprint(after)
+    records = tuple(PassRecord(f"pass-{step}", end) for step in range(passes))
+    return ChangeLog(Header(fqlower.fingerprint(program), output or end, records), changes)
+
+
+def with_entries(log: ChangeLog, *entries: Change) -> ChangeLog:
+    """`log`'s header over other entries: a log tampered with after it was written."""
+    return ChangeLog(log.header, entries)
+
+
+def neg_instead_of_relu(**fields) -> Change:
+    """relu(fc(x)) -> neg(fc(x)), as change 0 of pass `swap-relu`."""
+    edits = (AddNode(call("neg", torch.neg, fqlower.Ref("fc")), "relu"), ReplaceUses("relu", "neg"), RemoveNode("relu"))
+    return Change(**{"step": 0, "pass_name": "swap-relu", "rule": "relu-to-neg", "anchor": "relu",
+                     "bindings": FrozenDict(), "edits": edits, **fields})
+
+
+# --- loading: exact messages and line numbers ------------------------------------------------
+
+
+def test_an_empty_log_is_refused_with_the_exact_message():
+    assert refusal("\n  \n") == "change log is empty: expected a header line"
+
+
+def test_a_first_line_that_is_not_a_header_is_refused_with_the_exact_message():
+    assert refusal('{"kind":"skip"}') == "change log line 1 is not a header"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ['"input":3,"output":"","passes":[],"versions":{}',
+     '"input":"","output":3,"passes":[],"versions":{}',
+     '"input":"","output":"","passes":"ab","versions":{}',
+     '"input":"","output":"","passes":[["only-a-name"]],"versions":{}',
+     '"input":"","output":"","passes":[["name",7]],"versions":{}',
+     '"input":"","output":"","passes":[],"versions":[]'],
+    ids=["input-not-a-string", "output-not-a-string", "passes-not-a-list", "pass-not-a-pair", "pass-fingerprint-not-a-string",
+         "versions-not-a-dict"],
+)
+def test_each_malformed_header_field_alone_is_refused(bad):
+    text = '{"kind":"header","schema":1,' + bad + "}"
+    assert refusal(text) == (
+        "change log header is malformed: input/output must be fingerprints, passes [name, fingerprint] pairs"
+    )
+
+
+def test_the_header_keeps_the_versions_the_log_was_written_with():
+    text = '{"kind":"header","schema":1,"versions":{"fqlower":"0.0.1"},"input":"i","output":"o","passes":[["p","f"]]}'
+    header = ChangeLog.loads(text).header
+    assert header == Header("i", "o", (PassRecord("p", "f"),), FrozenDict({"fqlower": "0.0.1"}), 1)
+
+
+@pytest.mark.parametrize("line", [2, 3])
+def test_a_bad_entry_is_reported_on_its_own_line(line):
+    skip = '{"kind":"skip","step":0,"pass":"p","rule":"r","node":"n","reason":"x"}'
+    text = "\n".join([HEADER, *[skip] * (line - 2), '{"kind":"nope"}'])
+    assert refusal(text) == f"change log line {line}: unknown entry kind 'nope'"
+
+
+def test_a_change_with_a_string_step_is_refused_with_the_exact_message():
+    change = '{"kind":"change","step":"0","pass":"p","rule":"r","anchor":"a","bindings":{},"edits":[]}'
+    assert refusal(HEADER + "\n" + change) == "change log line 2: step must be an integer, got '0'"
+
+
+def test_a_skip_with_a_list_step_is_refused_with_the_exact_message():
+    skip = '{"kind":"skip","step":[],"pass":"p","rule":"r","node":"n","reason":"x"}'
+    assert refusal(HEADER + "\n" + skip) == "change log line 2: step must be an integer, got []"
+
+
+def test_an_entry_missing_a_field_is_refused_naming_the_python_error():
+    assert refusal(HEADER + '\n{"kind":"skip","step":0}') == "change log is malformed: KeyError: 'pass'"
+
+
+def test_an_unknown_edit_kind_is_refused_with_the_exact_message():
+    change = '{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},"edits":[{"edit":"explode"}]}'
+    assert refusal(HEADER + "\n" + change) == "unknown edit kind 'explode' in change log"
+
+
+def test_an_edit_missing_a_required_field_is_refused_naming_edit_and_field():
+    change = '{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},"edits":[{"edit":"remove_node"}]}'
+    assert refusal(HEADER + "\n" + change) == "edit 'remove_node' lacks its field 'name'"
+
+
+def test_a_change_without_hashes_reads_back_with_empty_hashes_not_none():
+    change = '{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},"edits":[]}'
+    log = ChangeLog.loads(HEADER + "\n" + change)
+    assert (log.changes[0].matched, log.changes[0].produced) == ("", "")
+    written = json.loads(log.dumps().splitlines()[1])
+    assert (written["matched"], written["produced"]) == ("", "")
+
+
+# --- values: the exact tagged JSON ---------------------------------------------------------------
+
+
+def test_finite_floats_are_written_as_plain_json_numbers():
+    assert encode(2.5) == 2.5 and encode(-0.0) == 0.0 and math.copysign(1, encode(-0.0)) == -1
+    assert encode(float("-inf")) == {"$float": "-inf"}
+
+
+def test_a_namedtuple_is_written_with_its_type_and_read_back_as_that_type():
+    value = urllib.parse.SplitResult("https", "host", "/path", "q=1", "frag")
+    written = encode(value)
+    assert written == {"$namedtuple": "urllib.parse.SplitResult", "items": ["https", "host", "/path", "q=1", "frag"]}
+    read = decode(json.loads(json.dumps(written)))
+    assert type(read) is urllib.parse.SplitResult and read == value
+
+
+def test_a_class_with_fields_that_is_no_tuple_is_not_read_as_a_namedtuple():
+    # ast.Name has `_fields` but is not a tuple: calling it is not reading a value
+    with pytest.raises(ChangeLogError) as raised:
+        decode({"$namedtuple": "ast.Name", "items": []})
+    assert str(raised.value) == "'ast.Name' in change log is not a namedtuple type"
+
+
+def test_a_slice_is_written_with_start_stop_and_step():
+    assert encode(slice(1, 10, 2)) == {"$slice": [1, 10, 2]}
+    assert decode(encode(slice(1, 10, 2))) == slice(1, 10, 2)
+
+
+def test_ellipsis_is_written_as_true():
+    assert encode(Ellipsis) == {"$ellipsis": True}
+
+
+def test_a_size_tag_reads_back_as_a_torch_size():
+    read = decode({"$size": [2, 3]})
+    assert type(read) is torch.Size and read == torch.Size([2, 3])
+
+
+def test_regression_a_torch_size_round_trips_as_a_torch_size():
+    """encode tested tuple before torch.Size (a tuple), so a Size came back a plain tuple."""
+    assert type(decode(encode(torch.Size([2, 3])))) is torch.Size
+    assert encode(torch.Size([2, 3])) == {"$size": [2, 3]}
+
+
+def test_a_module_cannot_be_written_and_the_message_says_to_use_a_build_spec():
+    with pytest.raises(ChangeLogError) as raised:
+        encode(torch.nn.ReLU())
+    assert str(raised.value) == (
+        "cannot write ReLU into a change log: passes must describe new modules and weights as Build specs"
+    )
+
+
+def test_a_value_of_no_loggable_type_is_refused_naming_type_and_value():
+    with pytest.raises(ChangeLogError) as raised:
+        encode({1})
+    assert str(raised.value) == "cannot write a value of type set into a change log: {1}"
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([1], "untagged list in change log: [1]"),
+        ({}, "unexpected value in change log: {}"),
+        ({"a": 1}, "unknown value tag in change log: {'a': 1}"),
+        ({"$torch": "no_such_dtype"}, "unknown torch constant 'no_such_dtype' in change log"),
+        ({"$torch": "float32x"}, "unknown torch constant 'float32x' in change log"),
+    ],
+    ids=["untagged-list", "empty-dict", "no-tag", "unknown-torch-constant", "near-miss-torch-constant"],
+)
+def test_undecodable_values_are_refused_with_the_exact_message(data, message):
+    with pytest.raises(ChangeLogError) as raised:
+        decode(data)
+    assert str(raised.value) == message
+
+
+class _Payload:
+    """Pickles as a call of print: what a tampered `$tensor` could run on load."""
+
+    def __reduce__(self):
+        return (print, ("unpickled and ran code",))
+
+
+def test_a_tensor_payload_is_loaded_weights_only_and_runs_no_code(capsys):
+    buffer = io.BytesIO()
+    torch.save(_Payload(), buffer)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        decode({"$tensor": base64.b64encode(buffer.getvalue()).decode("ascii")})
+    assert capsys.readouterr().out == ""
+
+
+def test_meta_that_cannot_be_written_is_dropped_and_the_rest_kept():
+    node = fqlower.Node("n", "placeholder", "n", meta=FrozenDict({"tracer_value": object(), "note": "kept"}))
+    assert encode(node)["$node"]["meta"] == {"note": "kept"}
+
+
+def test_dumps_refuses_non_json_floats_instead_of_writing_nan():
+    log = ChangeLog(Header("i", "o", versions=FrozenDict({"odd": float("nan")})))
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        log.dumps()
+
+
+# --- replay: exact messages, and the node and program an error carries ---------------------------
+
+
+def test_replay_of_another_program_names_both_fingerprints_to_12_digits():
+    program = tiny_program()
+    log = log_of(program, neg_instead_of_relu())
+    other = apply(program, [SetArgs("add", (fqlower.Ref("relu"), 1.0))])
+    error = replay_refusal(other, log)
+    assert error.message == (
+        f"the log was recorded on a different program: input fingerprint {fqlower.fingerprint(other)[:12]} "
+        f"!= the log's {log.header.input[:12]}"
+    )
+
+
+def test_replay_with_a_wrong_pass_fingerprint_names_both_to_12_digits():
+    program = tiny_program()
+    log = log_of(program, neg_instead_of_relu())
+    tampered = ChangeLog(Header(log.header.input, log.header.output, (PassRecord("swap-relu", "f" * 64),)), log.entries)
+    assert replay_refusal(program, tampered).message == (
+        f"after pass 0 (swap-relu) the program's fingerprint {log.header.output[:12]} != the log's ffffffffffff"
+    )
+
+
+def test_replay_with_a_wrong_output_fingerprint_names_both_to_12_digits():
+    program = tiny_program()
+    log = log_of(program, output="e" * 64, passes=0)
+    assert replay_refusal(program, log).message == (
+        f"output fingerprint {fqlower.fingerprint(program)[:12]} != the log's eeeeeeeeeeee"
+    )
+
+
+def test_changes_for_a_pass_step_the_header_does_not_list_are_refused():
+    program = tiny_program()
+    log = log_of(program, neg_instead_of_relu(step=5), passes=1)
+    assert replay_refusal(program, log).message == "the log has changes for pass steps [5] that its header does not list"
+
+
+def test_untrusted_replay_lists_every_unknown_callable_and_says_how_to_trust_the_log():
+    program = tiny_program()
+    edits = (
+        AddNode(call("neg", torch.neg, fqlower.Ref("fc")), "relu"),
+        AddNode(call("erf", torch.erf, fqlower.Ref("neg")), "neg"),
+        ReplaceUses("relu", "erf"),
+        RemoveNode("relu"),
+    )
+    log = log_of(program, neg_instead_of_relu(edits=edits))
+    assert replay_refusal(program, log, trusted=False).message == (
+        "change 1 (swap-relu/relu-to-neg at 'relu') names torch.erf, torch.neg, which no fqlower pass writes and "
+        "the model does not call: a change log is code when replayed, so fqlower refuses it "
+        "(pass trusted=True for a log you trust)"
+    )
+
+
+def test_replay_counts_changes_across_the_log_in_its_messages():
+    program = tiny_program()
+    first = neg_instead_of_relu()
+    second = Change(0, "swap-relu", "drop", "fc", FrozenDict(), (RemoveNode("fc"),))
+    log = with_entries(log_of(program, first), first, second)
+    error = replay_refusal(program, log)
+    assert error.message.startswith("change 2 (swap-relu/drop at 'fc') does not apply: ")
+
+
+def test_an_edit_that_does_not_apply_points_at_the_anchor_in_the_program_before_it():
+    program = tiny_program()
+    change = neg_instead_of_relu(edits=(RemoveNode("fc"),))
+    error = replay_refusal(program, with_entries(log_of(program, neg_instead_of_relu()), change))
+    assert error.message.startswith("change 1 (swap-relu/relu-to-neg at 'relu') does not apply: ")
+    assert error.node == "relu" and error.program is program
+
+
+def test_a_change_whose_matched_subgraph_differs_points_at_its_anchor():
+    program = tiny_program()
+    change = neg_instead_of_relu(matched="0" * 16)
+    log = with_entries(log_of(program, neg_instead_of_relu()), change)
+    error = replay_refusal(program, log)
+    real = fqlower.changelog._subgraph_hash(program, ["relu"])
+    assert error.message == (
+        f"change 1 (swap-relu/relu-to-neg at 'relu'): the subgraph it matched hashes to {real}, the log says 0000000000000000"
+    )
+    assert error.node == "relu" and error.program is program
+
+
+def test_a_changed_subgraph_whose_anchor_is_gone_points_at_no_node():
+    program = tiny_program()
+    change = neg_instead_of_relu(anchor="ghost", matched="0" * 16)
+    log = with_entries(log_of(program, neg_instead_of_relu()), change)
+    error = replay_refusal(program, log)
+    assert error.message.startswith("change 1 (swap-relu/relu-to-neg at 'ghost'): the subgraph it matched hashes to ")
+    assert error.node is None and error.program is program
+
+
+def test_a_change_with_unhashable_bindings_is_malformed_naming_the_python_error():
+    program = tiny_program()
+    change = neg_instead_of_relu(bindings=FrozenDict({"input": ["x"]}))
+    log = with_entries(log_of(program, neg_instead_of_relu()), change)
+    assert replay_refusal(program, log).message == (
+        "change 1 (swap-relu/relu-to-neg at 'relu') is malformed: TypeError: unhashable type: 'list'"
+    )
+
+
+def test_an_edit_holding_a_value_of_the_wrong_type_is_malformed_naming_the_python_error():
+    program = tiny_program()
+    change = neg_instead_of_relu(edits=(SetArgs("add", 3),))
+    log = with_entries(log_of(program, neg_instead_of_relu()), change)
+    assert replay_refusal(program, log).message == (
+        "change 1 (swap-relu/relu-to-neg at 'relu') is malformed: TypeError: 'int' object is not iterable"
+    )
+
+
+# --- reason codes and reasons of entries -------------------------------------------------------------
+
+
+def test_an_unknown_reason_code_is_refused_listing_the_known_ones():
+    skip = '{"kind":"skip","step":0,"pass":"p","rule":"r","node":"n","reason":"x","code":"nope"}'
+    known = ", ".join(code.value for code in Code)
+    assert known.startswith("as-torch, ")
+    assert refusal(HEADER + "\n" + skip) == f"change log line 2: unknown reason code 'nope' (known: {known})"
+
+
+def test_a_change_with_a_non_string_reason_is_refused_naming_the_field():
+    change = '{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},"edits":[],"reason":3}'
+    assert refusal(HEADER + "\n" + change) == "change log line 2: reason must be a string, got 3"
