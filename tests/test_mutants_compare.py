@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.fx
 import torch.nn as nn
-from test_pass_functionals import unreadable_packed_weight
+from test_pass_functionals import dynamic_linear_over, unreadable_packed_weight
 
 from fqlower.compare import ModelSnapshot, graph_differences, graph_shape
 
@@ -31,12 +31,7 @@ def test_graphs_that_differ_only_in_their_input_names_have_the_same_shape():
 
 
 def test_a_snapshot_sees_an_unreadable_packed_weight_replaced_by_another():
-    root = nn.Module()
-    root.packed = unreadable_packed_weight()
-    graph = torch.fx.Graph()
-    x = graph.placeholder("x")
-    graph.output(graph.call_function(torch.ops.quantized.linear_dynamic, (x, graph.get_attr("packed"))))
-    gm = torch.fx.GraphModule(root, graph)
+    gm = dynamic_linear_over(unreadable_packed_weight())
     snapshot = ModelSnapshot.of(gm)
     assert snapshot.differences(gm) == []
     gm.packed = unreadable_packed_weight()  # the same values, another object

@@ -367,13 +367,18 @@ def unreadable_packed_weight(zero_point=-0.5):
     return torch.ops.quantized.linear_prepack(weight, None)
 
 
-def test_regression_unreadable_packed_weight_in_the_input_is_a_precise_error():
+def dynamic_linear_over(packed):
+    """A GraphModule that runs quantized.linear_dynamic with `packed` held as attribute 'packed'."""
     root = nn.Module()
-    root.packed = unreadable_packed_weight()
+    root.packed = packed
     graph = torch.fx.Graph()
     x = graph.placeholder("x")
     graph.output(graph.call_function(torch.ops.quantized.linear_dynamic, (x, graph.get_attr("packed"))))
-    gm = torch.fx.GraphModule(root, graph)
+    return torch.fx.GraphModule(root, graph)
+
+
+def test_regression_unreadable_packed_weight_in_the_input_is_a_precise_error():
+    gm = dynamic_linear_over(unreadable_packed_weight())
     with pytest.raises(fqlower.UnsupportedInput, match="'packed': .*cannot be read back"):
         fqlower.lower(gm)
 
