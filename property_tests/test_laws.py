@@ -245,16 +245,25 @@ def test_lowering_is_deterministic_across_processes(tmp_path):
     assert done.stdout.split("\x00")[:-1] == logs
 
 
-@given(example=examples(), other=examples())
-def test_replay_reproduces_the_lowering_and_refuses_other_models(example, other):
+def test_replay_reproduces_the_lowering_and_refuses_other_models():
+    """Replaying a lowering's log on its model reproduces the output fingerprint; on another
+    model (another input fingerprint) it raises ReplayMismatch. At least half of the pairs
+    are of different models, so that the refusal is checked."""
+    run_law("replay", st.tuples(examples(), examples()), check_replay, share=0.5)
+
+
+def check_replay(pair):
+    example, other = pair
     reference = example.reference
     lowering = lower(example)
     replayed = fqlower.replay(reference.module, lowering.log.dumps(), reference.qconfig_map, reference.node_name_to_scope)
     assert fqlower.fingerprint(replayed.program) == lowering.log.header.output
     foreign = fqlower.from_fx(other.reference.module, other.reference.qconfig_map, other.reference.node_name_to_scope)
-    if fqlower.fingerprint(foreign) != lowering.log.header.input:
-        with pytest.raises(ReplayMismatch):
-            fqlower.replay(other.reference.module, lowering.log, other.reference.qconfig_map, other.reference.node_name_to_scope)
+    if fqlower.fingerprint(foreign) == lowering.log.header.input:
+        return "replays; the other model is the same model", False
+    with pytest.raises(ReplayMismatch):
+        fqlower.replay(other.reference.module, lowering.log, other.reference.qconfig_map, other.reference.node_name_to_scope)
+    return "replays, and refuses the other model", True
 
 
 @given(example=examples())
@@ -265,8 +274,14 @@ def test_lowering_a_lowered_model_changes_nothing(example):
     assert again.log.changes == ()
 
 
-@given(example=examples())
-def test_every_prefix_of_the_pipeline_runs_within_quantization_error(example):
+def test_every_prefix_of_the_pipeline_runs_within_quantization_error():
+    """Every prefix of the default pipeline emits a module; where the example's kernels run
+    here (not onednn's), each prefix's outputs are within `tolerance` of the reference
+    model's. At least half of the examples are run."""
+    run_law("every prefix", examples(), check_prefixes, share=0.5)
+
+
+def check_prefixes(example):
     reference = example.reference
     snapshots = fqlower.Snapshots()
     program = fqlower.from_fx(reference.module, reference.qconfig_map, reference.node_name_to_scope)
@@ -274,13 +289,14 @@ def test_every_prefix_of_the_pipeline_runs_within_quantization_error(example):
     if not runnable(example):
         for _, prefix in snapshots.programs:
             fqlower.to_fx(prefix)  # emits
-        return
+        return "every prefix emits (not run: onednn kernels)", False
     inputs = example.inputs_for_checking
     reference_outputs = outputs(reference.module, inputs)
     final = outputs(fqlower.to_fx(snapshots.programs[-1][1]), inputs)
     bound = tolerance(reference_outputs, final)
     for name, prefix in snapshots.programs:
         assert distance(reference_outputs, outputs(fqlower.to_fx(prefix), inputs)) <= bound, name
+    return "every prefix runs within the tolerance", True
 
 
 @given(example=examples(), pair=st.sampled_from([(a, b) for a in COMMUTING for b in COMMUTING if a < b]))
