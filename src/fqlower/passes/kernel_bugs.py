@@ -113,7 +113,7 @@ def _after_a_conv(program: Program, node: Node) -> bool:
             return True
         if current.op == "call_function" and (any(current.target is conv for conv in CONV_FUNCTIONS) or "conv" in str(current.target)):
             return True
-        if current.op == "call_method" and current.target in ("contiguous", "to") and "memory_format" in current.kwargs:
+        if "memory_format" in current.kwargs:  # contiguous, to, clone, empty_like, ... with a layout
             return True
         frontier.extend(current.refs())
     return False
