@@ -38,22 +38,20 @@ it is and the reason recorded.
 from __future__ import annotations
 
 import functools
-import inspect
 import operator
-from collections.abc import Callable
 from typing import Any
 
 import attrs
 import torch
 import torch.ao.nn.quantized as nnq
 import torch.nn as nn
-from torch.ao.quantization.quantization_mappings import DEFAULT_FLOAT_TO_QUANTIZED_OPERATOR_MAPPINGS
 
 from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetModule, SetTarget
 from fqlower.ir import FrozenDict, ListArg, Node, Program, Ref, map_arg, refs_in
 from fqlower.passes.common import from_reference, source_of_constant, source_of_module
 from fqlower.passes.kernel_bugs import kernel_problem, view_of_channels_last
-from fqlower.patterns import DEFAULT, FIXED_QPARAMS, QOP_KWARGS_TO_DROP, SPECIAL_FAMILIES, SPECIAL_MODULES
+from fqlower.passes.quantized_op_call import match_quantized_op
+from fqlower.patterns import DEFAULT, FIXED_QPARAMS, SPECIAL_FAMILIES, SPECIAL_MODULES
 from fqlower.pipeline import Match, Miss, PassResult, Rule, RulePass
 from fqlower.reasons import Code
 
@@ -266,7 +264,7 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
         roles.update((f"dequantize_{index}", node.name) for index, node in enumerate(dequantize))
 
     if rule == QUANTIZED_OP:
-        return rule, _match_quantized_op(program, anchor, ref, roles, args, kwargs)
+        return rule, match_quantized_op(program, anchor, ref, roles, args, kwargs)
     if rule == SWAP_MODULE:
         found = _swap_qparams(program, anchor)
         if isinstance(found, Miss):
@@ -353,71 +351,6 @@ def _erasable(program: Program, anchor: Node, params: list[Ref]) -> tuple[str, .
         if program.node(name).op == "placeholder":
             return Miss(f"%{name}, a parameter of %{anchor.name}, is a graph input: torch would delete it", Code.TORCH_MODEL_CRASHES)
     return names
-
-
-def _match_quantized_op(
-    program: Program, anchor: Node, ref: Node, roles: dict[str, str], args: tuple, kwargs: FrozenDict
-) -> Match | Miss:
-    if len(anchor.args) < 3:
-        return Miss(f"%{anchor.name} passes its scale or zero point by keyword: torch reads args[1:3] and fails", Code.TORCH_CRASHES)
-    scale, zero_point = anchor.args[1], anchor.args[2]
-    if not isinstance(zero_point, Ref):
-        return Miss(
-            f"the zero point of %{anchor.name} is {zero_point!r}, not a node: torch would fail inserting after it",
-            Code.TORCH_CRASHES,
-        )
-    qop = DEFAULT_FLOAT_TO_QUANTIZED_OPERATOR_MAPPINGS[ref.target]
-    for key in QOP_KWARGS_TO_DROP.get(qop, ()):
-        kwargs = kwargs.remove(key)
-    kwargs = kwargs.set("output_scale", scale).set("output_zero_point", zero_point)
-    problem = call_problem(qop, ref.target, args, kwargs)
-    if problem is not None:
-        return Miss(f"torch would call {problem}; the lowered %{ref.name} would fail", Code.TORCH_MODEL_CRASHES)
-    limit = program.position(zero_point.name)
-    late = [r.name for r in refs_in((args, kwargs)) if program.position(r.name) > limit]
-    if late:
-        return Miss(
-            f"%{late[0]} comes after the zero point %{zero_point.name}, after which torch inserts "
-            "the quantized op: its graph fails lint",
-            Code.TORCH_CRASHES,
-        )
-    if isinstance(scale, Ref):
-        roles.update(scale=scale.name)
-    roles.update(zero_point=zero_point.name)
-    anchor_at = program.position(anchor.name)
-    in_place = not any(limit < at < anchor_at for at in program.graph.positions.values())
-    facts = {"qop": qop, "args": args, "kwargs": kwargs, "in_place": in_place}
-    return Match(anchor.name, FrozenDict(roles), FrozenDict(facts))
-
-
-def call_problem(qop: Any, function: Callable, args: tuple, kwargs: FrozenDict) -> str | None:
-    """Why `qop(*args, **kwargs)` does not call `qop` with the arguments `function`
-    got (a missing, doubled or unknown argument, or a positional argument that
-    means something else there); None when it does."""
-    name = qop._qualified_op_name
-    schema = qop.default._schema
-    params = [arg for arg in schema.arguments if not arg.kwarg_only]
-    if len(args) > len(params):
-        return f"{name} with {len(args)} positional arguments; it takes {len(params)}"
-    try:
-        meant = list(inspect.signature(function).parameters)
-    except (TypeError, ValueError):
-        meant = []
-    for index in range(1, min(len(args), len(meant))):
-        if meant[index] != params[index].name:
-            return f"{name} with {function.__name__}'s {meant[index]!r} as its {params[index].name!r}"
-    given = {param.name for param in params[: len(args)]}
-    known = {arg.name for arg in schema.arguments}
-    for key in kwargs:
-        if key not in known:
-            return f"{name} with an argument {key!r} it does not have"
-        if key in given:
-            return f"{name} with {key!r} both by position and by keyword"
-    supplied = given | set(kwargs)
-    missing = [arg.name for arg in schema.arguments if arg.name not in supplied and not arg.has_default_value()]
-    if missing:
-        return f"{name} without {missing[0]!r}"
-    return None
 
 
 # --- rewriting -------------------------------------------------------------------------------
