@@ -4,7 +4,9 @@ in fqlower.changelog (`make mutation`, docs/mutation.md).
 Each test pins one behaviour the rest of the suite only checked loosely: the exact
 message of every refusal (users read them, and a fuzzer keys on them), the exact
 JSON a value is written as, the line a bad entry is reported on, and the node and
-program a replay error carries for its excerpt.
+program a replay error carries for its excerpt; and what recording a change leaves: the
+header's versions, structural hashes that change with the subgraph a change matched or
+produced and only with it, and the provenance meta `fqlower.lower` puts on each node.
 """
 
 from __future__ import annotations
@@ -371,3 +373,139 @@ def test_an_unknown_reason_code_is_refused_listing_the_known_ones():
 def test_a_change_with_a_non_string_reason_is_refused_naming_the_field():
     change = '{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},"edits":[],"reason":3}'
     assert refusal(HEADER + "\n" + change) == "change log line 2: reason must be a string, got 3"
+
+
+# --- the header's versions -----------------------------------------------------------------------
+
+
+def test_the_header_records_the_versions_it_was_written_with_torch_without_its_build_suffix(monkeypatch):
+    import platform
+
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cu126")  # a local build: `+` and the build after it
+    assert dict(Header("i", "o").versions) == {
+        "fqlower": fqlower.__version__,
+        "torch": "2.13.0",
+        "python": platform.python_version(),
+    }
+    monkeypatch.setattr(torch, "__version__", "2.13.0")  # a release build has no suffix to drop
+    assert Header("i", "o").versions["torch"] == "2.13.0"
+
+
+# --- structural hashes: what `record_change` writes into `matched` and `produced` ----------------------
+
+
+def reads_of_x(*ops, extra=False) -> fqlower.Program:
+    """x; one call_function node per (name, function) of `ops` on x, in that order; an
+    unrelated `extra` node (tanh) when asked; output all of them."""
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    nodes = [graph.create_node("call_function", function, (x,), name=name) for name, function in ops]
+    if extra:
+        nodes.append(graph.create_node("call_function", torch.tanh, (x,), name="extra"))
+    graph.output(tuple(nodes))
+    root = torch.nn.Module()
+    root.register_buffer("table", torch.zeros(2))
+    return fqlower.from_fx(torch.fx.GraphModule(root, graph))
+
+
+def hashes(program: fqlower.Program, change: Change) -> tuple[str, str]:
+    """(matched, produced) of `change` recorded on `program`."""
+    _, recorded = fqlower.changelog.record_change(program, change)
+    return recorded.matched, recorded.produced
+
+
+def reading(anchor: str, *edits, **bindings) -> Change:
+    return Change(0, "p", "r", anchor, FrozenDict(bindings), tuple(edits))
+
+
+def test_the_matched_hash_changes_with_the_subgraph_the_change_matched_and_only_with_it():
+    change = reading("b", other="a")
+    neg = hashes(reads_of_x(("a", torch.sigmoid), ("b", torch.neg)), change)[0]
+    relu = hashes(reads_of_x(("a", torch.sigmoid), ("b", torch.relu)), change)[0]
+    assert neg != relu  # `b` calls another function
+    assert hashes(reads_of_x(("a", torch.sigmoid), ("b", torch.neg), extra=True), change)[0] == neg  # a node it did not match
+
+
+def test_the_matched_hash_sees_the_order_of_the_nodes_it_covers_not_the_order_of_their_names():
+    # the same two nodes, in graph order b, a (against the alphabet) and a, b
+    change = reading("b", other="a")
+    b_first = hashes(reads_of_x(("b", torch.neg), ("a", torch.sigmoid)), change)[0]
+    a_first = hashes(reads_of_x(("a", torch.sigmoid), ("b", torch.neg)), change)[0]
+    assert b_first != a_first
+    # the order the change names them in does not matter: the program's order does
+    assert hashes(reads_of_x(("b", torch.neg), ("a", torch.sigmoid)), reading("a", other="b"))[0] == b_first
+
+
+def test_the_produced_hash_covers_the_constants_a_change_sets():
+    program = reads_of_x(("a", torch.sigmoid))
+    ones = hashes(program, reading("a", fqlower.SetConstant("table", torch.ones(2))))[1]
+    twos = hashes(program, reading("a", fqlower.SetConstant("table", torch.full((2,), 2.0))))[1]
+    assert ones != twos
+    assert hashes(program, reading("a", fqlower.SetConstant("table", torch.ones(2))))[1] == ones
+
+
+def test_the_produced_hash_covers_the_modules_a_change_sets():
+    program = reads_of_x(("a", torch.sigmoid))
+    relu = hashes(program, reading("a", fqlower.SetModule("act", fqlower.Build("torch.nn.ReLU"))))[1]
+    tanh = hashes(program, reading("a", fqlower.SetModule("act", fqlower.Build("torch.nn.Tanh"))))[1]
+    assert relu != tanh
+
+
+def test_the_produced_hash_does_not_see_the_rest_of_the_program():
+    change = reading("a", SetArgs("a", (fqlower.Ref("x"),)), fqlower.SetConstant("table", torch.ones(2)))
+    plain = hashes(reads_of_x(("a", torch.sigmoid)), change)
+    with_extra = hashes(reads_of_x(("a", torch.sigmoid), extra=True), change)
+    assert plain == with_extra
+
+
+def test_changes_that_only_remove_nodes_get_their_matched_hashes_when_hashes_are_on():
+    from fqlower.passes.dead_code import ELIMINATE_DEAD_CODE
+
+    def dead(function):
+        graph = torch.fx.Graph()
+        x = graph.placeholder("x")
+        graph.create_node("call_function", function, (x,), name="unused")
+        graph.output(x)
+        return fqlower.from_fx(torch.fx.GraphModule(torch.nn.Module(), graph))
+
+    (neg,), (relu,) = (ELIMINATE_DEAD_CODE.run(dead(function)).changes for function in (torch.neg, torch.relu))
+    assert neg.anchor == relu.anchor == "unused"
+    assert neg.matched != relu.matched  # the node each removes differs
+    assert ELIMINATE_DEAD_CODE.run(dead(torch.neg)).changes[0].matched == neg.matched
+
+
+# --- provenance: the meta `fqlower.lower` leaves on every node a change made -----------------------
+
+
+def test_a_node_a_change_made_records_that_change_and_the_reference_nodes_it_came_from():
+    # one test, no module-scoped fixture: mutmut runs a mutant's tests by the functions each
+    # test reached, and a cached fixture reaches nothing in the tests after the first
+    import zoo
+
+    from fqlower.changelog import PROVENANCE
+
+    reference = zoo.case_by_id("FunctionalConvLinear-static_fbgemm").build()
+    lowering = fqlower.lower(reference.module, reference.qconfig_map, reference.node_name_to_scope)
+    nodes = {node.name: node for node in lowering.module.graph.nodes}
+    conv = next(c for c in lowering.log.changes if c.pass_name == "lower-static-functionals" and c.bindings["function"] == "conv2d")
+    # every node the conv's change matched is a node of the reference model: its own source
+    sources = tuple(sorted({conv.anchor, *conv.bindings.values()}))
+    assert dict(nodes["conv2d"].meta[PROVENANCE]) == {
+        "pass": "lower-static-functionals",
+        "rule": conv.rule,
+        "anchor": conv.anchor,
+        "from": sources,
+    }
+
+    # fold-weights then matched the prepack and the conv, both made by the conv's change: the
+    # packed weight it adds comes from what they came from, not from them
+    fold = next(c for c in lowering.log.changes if c.pass_name == "fold-weights" and c.bindings["reader"] == "conv2d")
+    assert set(fold.bindings.values()) | {fold.anchor} == {"conv2d_prepack", "conv2d"}
+    assert "conv2d_prepack" in [edit.node.name for edit in conv.edits if isinstance(edit, AddNode)]
+    (added,) = [edit.node.name for edit in fold.edits if isinstance(edit, AddNode)]
+    assert dict(nodes[added].meta[PROVENANCE]) == {
+        "pass": "fold-weights",
+        "rule": fold.rule,
+        "anchor": fold.anchor,
+        "from": sources,
+    }

@@ -11,12 +11,14 @@ whose zero points are literals, integers or floats.
 
 from __future__ import annotations
 
+import operator
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from helpers import call, tiny_program
+from test_pass_binary_ops import chain, run_pass, the_skip
 from test_pass_special_patterns import Builder
 
 import fqlower
@@ -145,3 +147,134 @@ def test_a_weight_with_floating_point_zero_points_cannot_be_packed_as_torch_comp
         "read back and computes garbage",
         "torch-wrong-result",
     )
+
+
+# --- the default pipeline's name ---------------------------------------------------------------------
+
+
+def test_the_default_pipeline_is_named_after_torchs_lowering_in_its_refusals():
+    from fqlower.passes import default_pipeline
+
+    pipeline = default_pipeline()
+    with pytest.raises(fqlower.FqlowerError) as raised:
+        pipeline.without("no-such-pass")
+    assert raised.value.message == (
+        f"pipeline 'lower-to-native-backend' has no pass named ['no-such-pass']; it has {list(pipeline.names)}"
+    )
+
+
+# --- binary ops: the exact refusals, nodes given by keyword ---------------------------------------------
+
+
+def chain_node(gm, name):
+    return next(node for node in gm.graph.nodes if node.name == name)
+
+
+def binary_skip(gm):
+    """(reason, code) of the one entry the binary-op pass records on `gm`: a Skip at qout."""
+    skip = the_skip(run_pass(gm)[1])
+    return skip.reason, skip.code.value
+
+
+def test_a_relu_given_its_input_by_keyword_is_left_as_torch_reads_its_first_positional_argument():
+    gm = chain(torch.add, relu=torch.relu)
+    relu = chain_node(gm, "relu")
+    relu.args, relu.kwargs = (), {"input": chain_node(gm, "op")}
+    assert binary_skip(gm) == ("relu 'relu' takes its input by keyword (torch reads args[0])", "torch-crashes")
+
+
+def test_a_binary_op_with_three_positional_arguments_is_left_naming_how_many():
+    gm = chain(torch.add)
+    op = chain_node(gm, "op")
+    op.args = (*op.args, 2)
+    # the reason only: torch lowers it to quantized.add(qa, qb, 2, scale, zero_point), which cannot run,
+    # so the code (as-torch) is in doubt
+    assert binary_skip(gm)[0] == "'op' has 3 positional arguments, not 2"
+
+
+QUANTIZE_UNPACKED = (
+    "quantize node 'qout' does not take input, scale, zero point and dtype as its four positional "
+    "arguments (torch unpacks args[1:] and fails)"
+)
+
+
+def test_a_quantize_without_its_dtype_is_left_as_torch_cannot_unpack_it():
+    gm = chain(operator.add)
+    qout = chain_node(gm, "qout")
+    qout.args = qout.args[:3]  # no dtype, and no keyword either
+    assert binary_skip(gm) == (QUANTIZE_UNPACKED, "torch-crashes")
+
+
+def test_a_quantize_given_every_argument_by_keyword_is_read_through_its_input_keyword():
+    gm = chain(operator.add)
+    qout = chain_node(gm, "qout")
+    qout.kwargs = dict(zip(("input", "scale", "zero_point", "dtype"), qout.args))
+    qout.args = ()
+    # the op behind it is found (by its `input` keyword), so the quantize itself is what is refused
+    assert binary_skip(gm) == (QUANTIZE_UNPACKED, "torch-crashes")
+
+
+@pytest.fixture
+def quantized_engine():
+    saved = torch.backends.quantized.engine
+    yield lambda name: setattr(torch.backends.quantized, "engine", name)
+    torch.backends.quantized.engine = saved
+
+
+def test_a_transposed_convs_weight_per_channel_cannot_be_packed_but_by_qnnpack_as_torch_would_fail(quantized_engine):
+    weight = call("q", torch.quantize_per_channel, Ref("w"), Ref("scales"), Ref("zp_int"), 0, torch.qint8)
+    quantized_engine("x86")
+    miss = weight_quantization_problem(weight_graph(), weight, F.conv_transpose2d)
+    assert (miss.reason, miss.code.value) == (
+        "%q quantizes a transposed conv's weight per channel, which the x86 engine cannot pack (only qnnpack can): "
+        "torch would fail packing it",
+        "torch-crashes",
+    )
+    quantized_engine("qnnpack")
+    assert weight_quantization_problem(weight_graph(), weight, F.conv_transpose2d) is None
+
+
+# --- modules called from several places, and the nodes a module-swapping pass looks at -----------------
+
+
+class LinearThrice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(self.fc(self.fc(x)))
+
+
+def test_a_module_called_three_times_is_left_at_each_call_naming_the_two_others():
+    from torch.ao.quantization import get_default_qconfig_mapping
+
+    from fqlower.passes import LOWER_STATIC_MODULES
+    from fqlower.reference import reference_model
+
+    reference = reference_model(LinearThrice(), (torch.randn(8, 4),), get_default_qconfig_mapping("fbgemm"))
+    calls = [node.name for node in reference.module.graph.nodes if node.op == "call_module" and node.target == "fc"]
+    assert len(calls) == 3
+    result = LOWER_STATIC_MODULES.run(fqlower.from_fx(reference.module, reference.qconfig_map, reference.node_name_to_scope))
+    expected = [
+        (
+            f"module 'fc' is also called by {', '.join(f'%{other}' for other in calls if other != call)}: one quantized "
+            "module cannot serve every call; torch would give every call the output qparams of the last one it lowers",
+            "torch-wrong-result",
+        )
+        for call in calls
+    ]
+    assert [(skip.reason, skip.code.value) for skip in result.entries] == expected
+
+
+def test_a_module_swapping_pass_tries_its_rule_on_its_candidates_only():
+    from fqlower.passes.common import ModuleSwapPass, is_call_module
+    from fqlower.pipeline import Miss
+
+    def looked_at(program, node):
+        return Miss(f"looked at {node.name}")
+
+    swap = ModuleSwapPass("toy-swap", looked_at, lambda program, found: [], is_call_module)
+    result = swap.run(tiny_program())
+    assert [(skip.node, skip.reason) for skip in result.entries] == [("fc", "looked at fc")]

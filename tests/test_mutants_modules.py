@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.ao.nn.intrinsic as nni
 import torch.ao.nn.quantized.reference as nnqr
@@ -121,6 +122,22 @@ def test_a_fused_static_module_around_a_float_linear_is_left_naming_what_it_hold
     gm.fc = nni.LinearReLU(nn.Linear(4, 3), nn.ReLU())
     assert entries(LOWER_STATIC_MODULES, gm, reference.qconfig_map) == [
         ("Skip", "quantize_per_tensor_1", "fused LinearReLU holds a Linear, not a reference Linear")
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [(("dequantize", "x"), {}), (("dequantize",), {"bias": False})],
+    ids=["two-positional-inputs", "one-input-and-a-keyword"],
+)
+def test_a_static_module_called_with_more_than_its_one_input_is_left_with_the_exact_reason(args, kwargs):
+    reference = static_linear()
+    gm = copy.deepcopy(reference.module)
+    fc = node_named(gm, "fc")
+    fc.args, fc.kwargs = tuple(node_named(gm, name) for name in args), kwargs
+    # the reason only: its code is in doubt (torch asserts on the first graph and lowers the second)
+    assert entries(LOWER_STATIC_MODULES, gm, reference.qconfig_map) == [
+        ("Skip", "quantize_per_tensor_1", "'fc' takes other inputs than one positional tensor")
     ]
 
 

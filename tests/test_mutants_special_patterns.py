@@ -8,9 +8,17 @@ numbers, a dead or doubly used call site, `cat` of a tuple or of nothing, a
 dequantize of an op left in float, and quantizes whose scale or zero point are
 given by keyword, as a literal or from a nested constant. Every test checks the
 exact Change or the exact reason of the Skip.
+
+Then every refusal of `classify` with its exact reason and code (a quantize of a
+constant, an op without inputs, ops without quantized or float16 kernels, ...), the
+casts that are no `.to(torch.float16)` anchor, a method named like a called module,
+a view rerouted as a reshape, and, with `classify` counted, that the pass asks it once
+per anchor and never about other nodes.
 """
 
 from __future__ import annotations
+
+import operator
 
 import pytest
 import torch
@@ -18,7 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from test_pass_special_patterns import PASS, Builder, run_pass
 
-from fqlower import Change, Skip
+import fqlower
+from fqlower import Change, FrozenDict, Ref, RemoveNode, ReplaceUses, SetArgs, SetTarget, Skip
+from fqlower.passes import special_patterns
+from fqlower.passes.special_patterns import LOWER_SPECIAL_PATTERNS
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -345,3 +356,256 @@ def shared_call_with_two_users():
 def test_each_refusal_records_the_code_of_what_torch_would_do(graph, codes):
     skips = [entry for entry in run_pass(graph()).entries if isinstance(entry, Skip)]
     assert [skip.code.value for skip in skips][-len(codes):] == codes
+
+
+# --- the exact reason and code of each refusal of `classify` --------------------------------------------
+
+
+def skips(gm) -> list[tuple[str, str, str, str]]:
+    """(rule, node, reason, code) of each Skip the special-pattern pass records on `gm`,
+    failing on any Change."""
+    result = run_pass(gm)
+    assert all(isinstance(entry, Skip) for entry in result.entries), result.entries
+    return [(entry.rule, entry.node, entry.reason, entry.code.value) for entry in result.entries]
+
+
+def quantized(op):
+    """x -> q_in -> dq -> op(b, dq) -> quantize "q" (scale, zp) -> dequantize."""
+    b = Builder()
+    ref = op(b, quantized_input(b))
+    return b.output(b.dequantize("dq_out", b.quantize("q", ref)))
+
+
+def test_a_quantize_of_a_constant_names_the_constant():
+    # torch reads q.args[0].op, which a float does not have
+    b = Builder()
+    b.placeholder("x")
+    q = b.call("q", torch.quantize_per_tensor, 2.5, b.constant("scale", 0.05), b.constant("zp", 64), torch.quint8)
+    assert skips(b.output(b.dequantize("dq_out", q))) == [
+        ("reroute", "q", "%q quantizes 2.5, not a node: torch would fail reading its op", "torch-crashes")
+    ]
+
+
+def test_a_reference_op_without_inputs_is_left_as_torch_asserts():
+    # torch: `assert len(ref_node.args) > 0 or len(ref_node.kwargs) > 0`
+    assert skips(quantized(lambda b, dq: b.call("relu", F.relu))) == [
+        ("reroute", "q", "%relu has no inputs: torch asserts it has some", "torch-crashes")
+    ]
+
+
+def test_a_reference_op_whose_first_input_is_a_number_is_left_as_torch_asserts():
+    # torch asserts its first input is a Node, a tuple or a list
+    assert skips(quantized(lambda b, dq: b.call("relu", F.relu, 2.5))) == [
+        ("reroute", "q", "the first input of %relu is 2.5: torch asserts a node, tuple or list", "torch-crashes")
+    ]
+
+
+@pytest.mark.parametrize(
+    "op, what",
+    [
+        (lambda b, dq: b.call("floordiv", operator.floordiv, dq, 2), ("floordiv", "floordiv")),
+        (lambda b, dq: b.method("sigmoid", "sigmoid_", dq), ("sigmoid", "sigmoid_")),
+        (lambda b, dq: b.method("tanh", "tanh_", dq), ("tanh", "tanh_")),
+    ],
+    ids=["function", "method-sigmoid_", "method-tanh_"],
+)
+def test_an_op_without_quantized_kernel_is_named_by_its_function_name_or_its_method(op, what):
+    # a quantized tensor has no floor_divide, sigmoid_ or tanh_ kernel (NotImplementedError
+    # on QuantizedCPU): torch's rerouted model fails running them
+    name, target = what
+    assert skips(quantized(op)) == [
+        ("reroute", "q", f"%{name} ({target}) has no quantized kernel: torch's lowered model would fail running it",
+         "torch-model-crashes")
+    ]
+
+
+def test_avg_pool3d_read_by_a_float16_cast_is_left_as_a_model_that_fails():
+    # torch reroutes it to read float16: "avg_pool3d_out_frame" not implemented for 'Half'
+    b = Builder()
+    dq = b.dequantize("dq", b.method("to_in", "to", b.placeholder("x"), torch.float16))
+    pool = b.module("pool", "pool", nn.AvgPool3d(2), dq)
+    gm = b.output(b.dequantize("dq_out", b.method("to_out", "to", pool, torch.float16)))
+    assert skips(gm) == [
+        ("reroute", "to_out",
+         "%pool has no float16 CPU kernel: rerouting it to read float16 would fail at run time", "torch-model-crashes")
+    ]
+
+
+def test_a_dequantize_of_an_op_left_in_float_is_a_model_that_fails():
+    b = Builder()
+    inner = b.call("inner", F.relu, quantized_input(b))
+    relu = b.call("relu", F.relu, b.dequantize("dq_2", inner))
+    gm = b.output(b.dequantize("dq_out", b.quantize("q", relu)))
+    assert skips(gm) == [
+        ("reroute", "q",
+         "%dq_2 dequantizes %inner, which computes in float: torch would hand %relu a float tensor where it "
+         "expects a quantized one",
+         "torch-model-crashes")
+    ]
+
+
+def test_a_reference_op_with_two_other_users_lists_both():
+    b = Builder()
+    relu = b.call("relu", F.relu, quantized_input(b))
+    q = b.quantize("q", relu)
+    gm = b.output((b.dequantize("dq_out", q), b.method("neg", "neg", relu), b.call("absolute", torch.abs, relu)))
+    assert skips(gm) == [
+        ("reroute", "q", "%relu is also used by %neg, %absolute, which torch would hand its quantized output",
+         "torch-wrong-result")
+    ]
+
+
+def test_a_quantize_whose_scale_is_its_own_input_is_left_as_torch_fails_erasing_it():
+    # torch erases the quantize's Node arguments after handing its users the op: the op
+    # (used by dq_out then) cannot be erased (checked: "Tried to erase Node relu")
+    b = Builder()
+    relu = b.call("relu", F.relu, quantized_input(b))
+    q = b.call("q", torch.quantize_per_tensor, relu, relu, b.constant("zp", 64), torch.quint8)
+    assert skips(b.output(b.dequantize("dq_out", q))) == [
+        ("reroute", "q", "%q computes its parameters from its own input (%relu): torch would fail erasing them",
+         "torch-crashes")
+    ]
+
+
+def test_a_dequantize_without_positional_input_is_left_as_torch_crashes():
+    # torch reads dq_node.args[0]
+    program = fqlower.from_fx(quantized(lambda b, dq: b.call("relu", F.relu, dq)))
+    (source,) = program.node("dq").args
+    program = fqlower.apply(program, [SetArgs("dq", (), FrozenDict({"self": source}))])
+    result = LOWER_SPECIAL_PATTERNS.run(program)
+    assert [(entry.rule, entry.node, entry.reason, entry.code.value) for entry in result.entries] == [
+        ("reroute", "q", "%dq is a dequantize without positional input: torch would fail reading it", "torch-crashes")
+    ]
+
+
+# --- what `classify` reroutes, and how ---------------------------------------------------------------------
+
+
+def test_a_dequantize_of_a_number_is_bypassed_as_torch_does():
+    # torch replaces the dequantize by its input, whatever it is: relu(2.5)
+    b = Builder()
+    b.placeholder("x")
+    relu = b.call("relu", F.relu, b.method("dq_2", "dequantize", 2.5))
+    gm = b.output(b.dequantize("dq_out", b.quantize("q", relu)))
+    (change,) = run_pass(gm).entries
+    assert (type(change), change.rule, change.edits) == (
+        Change, "reroute",
+        (SetArgs("relu", (2.5,), FrozenDict()), ReplaceUses("q", "relu"), RemoveNode("q"), RemoveNode("scale"),
+         RemoveNode("zp")),
+    )
+
+
+def test_cat_of_a_list_of_one_dequantize_binds_it_by_index():
+    b = Builder()
+    cat = b.call("cat", torch.cat, [quantized_input(b, "dq_a")], 1)
+    gm = b.output(b.dequantize("dq_out", b.quantize("q", cat)))
+    (change,) = run_pass(gm).entries
+    assert dict(change.bindings) == {"quantize": "q", "reference": "cat", "dequantize_0": "dq_a"}
+
+
+def test_a_view_of_a_conv_output_is_rerouted_as_a_reshape_with_its_reason():
+    b = Builder()
+    conv = b.call("conv", F.conv2d, b.placeholder("x"), b.constant("w", [[[[1.0]]]]))
+    dq = b.dequantize("dq", b.quantize("q_mid", conv, "scale_mid", "zp_mid"))
+    view = b.method("view", "view", dq, 1, -1)
+    gm = b.output(b.dequantize("dq_out", b.quantize("q", view)))
+    (change,) = run_pass(gm).entries
+    assert (change.rule, change.code.value, change.reason) == (
+        "reroute", "torch-model-crashes",
+        "%view views the output of a convolution, which is channels_last once quantized: a view that merges "
+        "channels with positions fails on it, so torch's lowered model would fail running it; fqlower reshapes "
+        "instead (the same values, copied when the layout needs it)",
+    )
+    assert change.edits[:2] == (SetTarget("view", "call_method", "reshape"), SetArgs("view", (Ref("q_mid"), 1, -1), FrozenDict()))
+
+
+def test_a_method_named_like_a_module_is_not_that_module():
+    # torch looks modules up for call_module nodes only: dq.mean(1) is rerouted even
+    # though the model calls an AvgPool3d (no float16 kernel) at "mean" too
+    b = Builder()
+    x = b.placeholder("x")
+    pooled = b.module("pooled", "mean", nn.AvgPool3d(2), x)
+    dq = b.dequantize("dq", b.method("to_in", "to", x, torch.float16))
+    mean = b.method("mean", "mean", dq, 1)
+    gm = b.output((b.dequantize("dq_out", b.method("to_out", "to", mean, torch.float16)), pooled))
+    (change,) = run_pass(gm).entries
+    assert (type(change), change.rule, change.edits) == (
+        Change, "reroute",
+        (SetArgs("mean", (Ref("to_in"), 1), FrozenDict()), ReplaceUses("to_out", "mean"), RemoveNode("to_out")),
+    )
+
+
+@pytest.mark.parametrize(
+    "cast",
+    [
+        lambda b, ref: b.method("cast", "to", ref, torch.float32),
+        lambda b, ref: b.method("cast", "to", ref, dtype=torch.float16),
+        lambda b, ref: b.method("cast", "type", ref, torch.float16),
+    ],
+    ids=["to-float32", "to-float16-by-keyword", "type-float16"],
+)
+def test_only_a_to_float16_with_two_positional_arguments_is_an_anchor(cast):
+    # torch: op == "call_method" and target == "to" and len(args) == 2 and args[1] == torch.float16
+    b = Builder()
+    relu = b.call("relu", F.relu, quantized_input(b))
+    assert run_pass(b.output(cast(b, relu))).entries == ()
+
+
+def test_classify_passes_by_an_op_whose_input_is_not_dequantized():
+    b = Builder()
+    relu = b.call("relu", F.relu, b.placeholder("x"))
+    program = fqlower.from_fx(b.output(b.dequantize("dq_out", b.quantize("q", relu))))
+    start = special_patterns.PassStart.of(program)
+    assert special_patterns.classify(start, program, program.node("q")) is None
+    assert special_patterns.classify(start, program, program.node("relu")) is None
+
+
+# --- modules called once, or read by something else than a quantize --------------------------------------
+
+
+def test_a_module_called_once_with_a_size_query_beside_its_quantize_is_swapped():
+    # the size of the quantized output is the size of the float one: torch's lowering is right
+    b = Builder()
+    act = b.module("act", "act", nn.Hardswish(), quantized_input(b))
+    q = b.quantize("q", act)
+    gm = b.output((b.dequantize("dq_out", q), b.method("size", "size", act)))
+    assert outcomes(gm) == [("Change", "swap-module", "")]
+
+
+def test_a_shared_module_whose_other_call_feeds_a_clamp_keeps_the_module_float():
+    # the clamp reads act_1 with two constants, as a quantize reads its scale and zero
+    # point, but is no quantize: torch does not lower act_1, yet swaps the module for act_2
+    b = Builder()
+    b.root.add_module("act", nn.Hardswish())
+    act_1 = b.node("act_1", "call_module", "act", quantized_input(b))
+    clamp = b.call("clamp", torch.clamp, act_1, b.constant("lo", 0.05), b.constant("hi", 64))
+    act_2 = b.node("act_2", "call_module", "act", b.dequantize("dq_1", b.quantize("q_1", clamp, "s1", "z1")))
+    gm = b.output(b.dequantize("dq_out", b.quantize("q_2", act_2, "s2", "z2")))
+    assert outcomes(gm) == [
+        ("Skip", "swap-module",
+         "module 'act' is called by %act_1, %act_2; torch would swap it for a Hardswish, "
+         "and %act_1, which it does not lower, would then run it on a float input"),
+    ]
+
+
+# --- each anchor is classified once, and nothing else ------------------------------------------------------
+
+
+def test_the_pass_classifies_each_anchor_once_and_no_other_node(monkeypatch):
+    asked = []
+    classify = special_patterns.classify
+
+    def counting(start, program, node, check_shared=True):
+        asked.append(node.name)
+        return classify(start, program, node, check_shared)
+
+    monkeypatch.setattr(special_patterns, "classify", counting)
+    b = Builder()
+    dq = quantized_input(b)
+    relu = b.call("relu", F.relu, dq)  # rerouted: a Change
+    floordiv = b.call("floordiv", operator.floordiv, dq, 2)  # a Skip
+    half = b.method("half", "to", b.call("neg", torch.neg, dq), torch.float16)  # passed by: float input
+    q, q_f = b.quantize("q", relu), b.quantize("q_f", floordiv, "scale_f", "zp_f")
+    gm = b.output((b.dequantize("dq_out", q), b.dequantize("dq_f", q_f), half))
+    assert [type(entry).__name__ for entry in run_pass(gm).entries] == ["Change", "Skip"]
+    assert asked == ["q_in", "half", "q", "q_f"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from test_pass_tensor_metadata import GETATTR_RULE, INFO_RULE, read_graph, run_pass, the_skip, without_args
 
+from fqlower import Ref
 from fqlower.passes.tensor_metadata import LOWER_TENSOR_METADATA
 
 
@@ -26,5 +27,14 @@ def test_the_shape_of_a_constant_is_skipped_with_the_exact_reason_and_code():
     skip = the_skip(result, GETATTR_RULE)
     assert (skip.reason, skip.code.value) == (
         "getattr 'reader' reads 2.5, not a node (torch: AttributeError)",
+        "torch-crashes",
+    )
+
+
+def test_a_getattr_without_an_attribute_name_is_skipped_with_the_exact_reason_and_code():
+    program, _ = without_args(read_graph("call_function", getattr, ("shape",)), (Ref("dqx"),))
+    skip = the_skip(LOWER_TENSOR_METADATA.run(program), GETATTR_RULE)
+    assert (skip.reason, skip.code.value) == (
+        "getattr 'reader' has no positional attribute name (torch reads args[1]: IndexError)",
         "torch-crashes",
     )

@@ -801,3 +801,60 @@ def test_a_state_entry_only_one_side_has_is_reported_outside_a_region():
     ours.register_buffer("extra", torch.tensor(1.0))
     assert differences_outside(theirs, ours, {"a"}) == ["state_dict['extra'] only in fqlower's, outside the departed nodes' regions"]
     assert differences_outside(ours, theirs, {"a"}) == ["state_dict['extra'] only in torch's, outside the departed nodes' regions"]
+
+
+def _static_linear_called_with(args: tuple[str, ...], kwargs: dict) -> tuple[torch.fx.GraphModule, object]:
+    reference = module_tests.static_linear()
+    gm = copy.deepcopy(reference.module)
+    nodes = {node.name: node for node in gm.graph.nodes}
+    nodes["fc"].args, nodes["fc"].kwargs = tuple(nodes[name] for name in args), kwargs
+    gm.recompile()
+    return gm, reference
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "code", "torch_says"),
+    [
+        # torch asserts the reference call has exactly one (positional) input
+        (("dequantize", "x"), {}, Code.TORCH_CRASHES, "exactly 1 arg"),
+        # torch lowers the module and keeps the keyword, which the quantized Linear does not take
+        (("dequantize",), {"bias": False}, Code.TORCH_MODEL_CRASHES, None),
+        # a first input that is no dequantize: torch skips the call, as fqlower does
+        (("x", "dequantize"), {}, Code.AS_TORCH, None),
+    ],
+    ids=["two-positional", "keyword", "first-not-dequantized"],
+)
+def test_regression_a_module_call_with_other_inputs_records_what_torch_does(args, kwargs, code, torch_says):
+    # found by mutation testing: these refusals were all recorded as as-torch
+    gm, reference = _static_linear_called_with(args, kwargs)
+    skip = LOWER_STATIC_MODULES.run(fqlower.from_fx(gm, reference.qconfig_map)).entries[0]
+    assert (skip.reason, skip.code) == ("'fc' takes other inputs than one positional tensor", code)
+    from torch.ao.quantization.fx._lower_to_native_backend import _lower_to_native_backend
+
+    if torch_says is not None:
+        with pytest.raises(AssertionError, match=torch_says):
+            _lower_to_native_backend(copy.deepcopy(gm), reference.qconfig_map, reference.node_name_to_scope)
+        return
+    lowered = _lower_to_native_backend(copy.deepcopy(gm), reference.qconfig_map, reference.node_name_to_scope)
+    if code is Code.TORCH_MODEL_CRASHES:
+        assert isinstance(lowered.fc, nnq.Linear)
+        with pytest.raises(TypeError):
+            lowered(*reference.example_inputs)
+    else:
+        assert not isinstance(lowered.fc, nnq.Linear)
+
+
+def test_regression_a_binary_op_with_a_third_positional_argument_is_a_model_torch_cannot_run():
+    # found by mutation testing: recorded as as-torch, but torch lowers it to
+    # quantized.add(qa, qb, 2, scale, zero_point), five arguments for a four-argument op
+    gm = binary_tests.chain(torch.add)
+    op = next(node for node in gm.graph.nodes if node.name == "op")
+    op.args = (*op.args, 2)
+    gm.recompile()
+    skip = binary_tests.run_pass(gm)[1].entries[0]
+    assert (skip.reason, skip.code) == ("'op' has 3 positional arguments, not 2", Code.TORCH_MODEL_CRASHES)
+    from fqlower.reference import torch_lowering
+
+    lowered = torch_lowering(binary_tests.reference(gm))
+    call = next(node for node in lowered.graph.nodes if node.target is torch.ops.quantized.add)
+    assert len(call.args) == 5

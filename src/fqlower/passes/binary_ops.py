@@ -100,7 +100,7 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     if len(binop.args) < 2:
         return Miss(f"{name!r} takes its inputs by keyword (torch asserts both are positional)", Code.TORCH_CRASHES)
     if len(binop.args) > 2:
-        return Miss(f"{name!r} has {len(binop.args)} positional arguments, not 2")
+        return Miss(f"{name!r} has {len(binop.args)} positional arguments, not 2", Code.TORCH_MODEL_CRASHES)
     if binop.kwargs:
         return Miss(f"{name!r} has keyword arguments {sorted(binop.kwargs)} that torch would drop", Code.TORCH_WRONG_RESULT)
     if relu is not None and quantized_op(binop, with_relu=True) is None:

@@ -78,6 +78,18 @@ def relu_is_implied(program: Program, quantize: Node, zero_point: Node) -> bool:
         return False
 
 
+def _other_inputs_code(program: Program, reference: Node) -> Code:
+    """What torch does with a reference module call that takes other inputs than one
+    positional tensor: it asserts there is a first positional input, skips the call
+    when that is no dequantize, asserts there is only one, and keeps keyword inputs on
+    the quantized module, which does not take them."""
+    if not reference.args:
+        return Code.TORCH_CRASHES
+    if not is_dequantize(program, reference.args[0]):
+        return Code.AS_TORCH
+    return Code.TORCH_CRASHES if len(reference.args) > 1 else Code.TORCH_MODEL_CRASHES
+
+
 def match(program: Program, quantize: Node) -> Match | Miss | None:
     reference, relu = quantized_op_behind(program, quantize)
     if reference is None or reference.op != "call_module":
@@ -90,7 +102,7 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     if qconfig_is_none(program, reference.name):
         return Miss(f"qconfig of {reference.name!r} is None")
     if len(reference.args) != 1 or reference.kwargs:
-        return Miss(f"{reference.name!r} takes other inputs than one positional tensor")
+        return Miss(f"{reference.name!r} takes other inputs than one positional tensor", _other_inputs_code(program, reference))
     if not is_dequantize(program, reference.args[0]):
         return Miss(f"the input of {reference.name!r} is not dequantized")
     found = output_qparams_match(
