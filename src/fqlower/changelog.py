@@ -494,12 +494,14 @@ def without_change_hashes() -> Iterator[None]:
         _HASHING.reset(token)
 
 
-def record_into(draft: Draft, change: Change) -> Change:
+def record_into(draft: Draft, change: Change, matched: str | None = None) -> Change:
     """Apply a change's edits (plus its provenance) to `draft`, as one batch, and
     fill in its structural hashes: `matched` over the nodes it matched before the
-    batch, `produced` over the nodes, modules and constants it wrote after."""
+    batch (given when the caller has just computed it), `produced` over the nodes,
+    modules and constants it wrote after."""
     hashing = _HASHING.get()
-    matched = _subgraph_hash(draft, [change.anchor, *change.bindings.values()]) if hashing else ""
+    if hashing and matched is None:
+        matched = _subgraph_hash(draft, [change.anchor, *change.bindings.values()])
     draft.apply(change.edits, mark=(PROVENANCE, _provenance(draft, change)))
     if not hashing:
         return change
@@ -542,7 +544,7 @@ def _replay_change(draft: Draft, change: Change, number: int, allowed: frozenset
             program=draft.freeze(),
         )
     try:
-        replayed = record_into(draft, change)
+        replayed = record_into(draft, change, matched)
     except FqlowerError as error:
         raise ReplayMismatch(f"{label} does not apply: {error.message}", node=change.anchor, program=draft.freeze()) from error
     except Exception as error:  # a value of the wrong type inside an edit
