@@ -20,12 +20,16 @@ Per model, alternating the order every repeat and quoting medians:
              copy is untimed).
 
 ``gc.collect()`` runs before every timed region; the collector stays on while timing
-(both lowerings run as a user would run them).  Also reported: inference time of both
+(both lowerings run as a user would run them).  The recording path is timed in the
+same alternating runs: ``fqlower.lower`` (the full change log: fingerprints between
+passes, per-change hashes and provenance) and ``fqlower.replay`` of its log, with
+the CPU time of ``lower``'s stages (from_fx, passes with the log, to_fx).  Also reported: inference time of both
 lowered models on the example input (median of alternating runs) and, with
 ``--memory``, what keeping every per-pass snapshot costs relative to one program.
 
     python bench/lower.py                                # residual 1k,3k,13k + real architectures
-    python bench/lower.py --sizes 1000,13000,50000 --repeats 5
+    python bench/lower.py --with-50k                     # also a 50k-node model (slow)
+    python bench/lower.py --sizes 1000,13000 --repeats 5
     python bench/lower.py --sizes 13000 --no-arch --profile   # cProfile one fqlower lowering
 """
 
@@ -196,6 +200,35 @@ def fq_lower(case: Case) -> GraphModule:
     return fqlower.lower_to_native_backend(case.gm, case.qconfig_map, case.scope)
 
 
+def fq_lower_logged(case: Case) -> fqlower.Lowering:
+    """The recording path: `fqlower.lower`, with the full change log (fingerprints, hashes)."""
+    return fqlower.lower(case.gm, case.qconfig_map, case.scope)
+
+
+def fq_replay(case: Case, log: Any) -> fqlower.Lowering:
+    return fqlower.replay(case.gm, log, case.qconfig_map, case.scope)
+
+
+def stage_ms(case: Case) -> dict[str, float]:
+    """CPU milliseconds of `lower()`'s stages: from_fx, the passes (with the log), to_fx."""
+    from fqlower.api import _emit
+    from fqlower.ir import from_fx, gc_paused
+    from fqlower.passes import default_pipeline
+
+    times: dict[str, float] = {}
+    with gc_paused():
+        start = time.process_time()
+        program = from_fx(case.gm, case.qconfig_map, case.scope)
+        times["from_fx"] = time.process_time() - start
+        start = time.process_time()
+        result, log = default_pipeline().run_logged(program)
+        times["passes"] = time.process_time() - start
+        start = time.process_time()
+        _emit(result.program, log.changes, False)
+        times["to_fx"] = time.process_time() - start
+    return {stage: seconds * 1e3 for stage, seconds in times.items()}
+
+
 def weighted_modules(case: Case) -> list[tuple[type, nn.Module, Any, Any]]:
     """(quantized class, reference module, scale, zero point) of every module torch lowers
     with from_reference, found with torch's matchers on the (unchanged) reference model."""
@@ -240,6 +273,9 @@ class Row:
     weighted: int
     torch_ms: list[float] = field(default_factory=list)
     fq_ms: list[float] = field(default_factory=list)
+    lower_ms: list[float] = field(default_factory=list)
+    replay_ms: list[float] = field(default_factory=list)
+    stages: list[dict[str, float]] = field(default_factory=list)
     floor_ms: list[float] = field(default_factory=list)
     torch_infer_us: float | None = None
     fq_infer_us: float | None = None
@@ -266,18 +302,25 @@ def bench_case(case: Case, repeats: int, infer_runs: int) -> Row:
 
     _, torch_out = run_torch()  # warm-ups
     _, fq_out = _timed(lambda: fq_lower(case))
+    log = fq_lower_logged(case).log
+    fq_replay(case, log)
     run_floor(torch_out)
     row.note = check_same(case, torch_out, fq_out)
     for i in range(repeats):
-        order = ("torch", "fq", "floor") if i % 2 == 0 else ("floor", "fq", "torch")
-        for which in order:
+        order = ("torch", "fq", "lower", "replay", "floor")
+        for which in order if i % 2 == 0 else reversed(order):
             if which == "torch":
                 ms, torch_out = run_torch()
                 row.torch_ms.append(ms)
             elif which == "fq":
                 row.fq_ms.append(_timed(lambda: fq_lower(case))[0])
+            elif which == "lower":
+                row.lower_ms.append(_timed(lambda: fq_lower_logged(case))[0])
+            elif which == "replay":
+                row.replay_ms.append(_timed(lambda: fq_replay(case, log))[0])
             else:
                 row.floor_ms.append(run_floor(torch_out))
+        row.stages.append(stage_ms(case))
     if infer_runs:
         row.torch_infer_us, row.fq_infer_us = inference_us(torch_out, fq_out, case.example_inputs, infer_runs)
     return row
@@ -361,6 +404,18 @@ def print_table(rows: list[Row], repeats: int) -> None:
         print(f"{r.name:<14} {r.nodes:>6} {r.weighted:>5} | {t:>9.1f} {f:>10.1f} {fl:>9.1f} | "
               f"{fq_torch:>8.2f} {fq_floor:>8.2f} {torch_floor:>11.2f} | {t * 1e3 / r.nodes:>10.1f} {f * 1e3 / r.nodes:>8.1f} | "
               f"{inf(r.torch_infer_us):>14} {inf(r.fq_infer_us):>11}")
+    print("\nthe recording path: fqlower.lower() (full change log: fingerprints, per-change hashes) and "
+          "fqlower.replay() of that log, in the same alternating runs; CPU ms of lower()'s stages (medians)")
+    hdr = (f"{'model':<14} {'nodes':>6} | {'lower ms':>9} {'replay ms':>9} | {'lower/torch':>11} {'replay/lower':>12} | "
+           f"{'from_fx':>8} {'passes':>8} {'to_fx':>8} | {'passes us/n':>11}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        lower_torch = _med([a / b for a, b in zip(r.lower_ms, r.torch_ms)])
+        replay_lower = _med([a / b for a, b in zip(r.replay_ms, r.lower_ms)])
+        stage = {key: _med([s[key] for s in r.stages]) for key in ("from_fx", "passes", "to_fx")}
+        print(f"{r.name:<14} {r.nodes:>6} | {_med(r.lower_ms):>9.1f} {_med(r.replay_ms):>9.1f} | {lower_torch:>11.2f} {replay_lower:>12.2f} | "
+              f"{stage['from_fx']:>8.1f} {stage['passes']:>8.1f} {stage['to_fx']:>8.1f} | {stage['passes'] * 1e3 / r.nodes:>11.1f}")
     for r in rows:
         if r.note:
             print(f"note ({r.name}): {r.note}")
@@ -384,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1000,3000,13000", help="residual models, comma-separated target node counts")
     p.add_argument("--no-arch", action="store_true", help="skip the real architectures")
+    p.add_argument("--with-50k", action="store_true", help="add a 50k-node residual model (slow: for the per-node slope)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--infer-runs", type=int, default=20, help="inference runs per lowered model (0: skip)")
     p.add_argument("--memory", default="3000", help="residual size whose snapshot memory to measure ('' to skip)")
@@ -394,7 +450,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)  # tiny tensors; and the machine is shared
 
     def cases():
-        for n in (int(s) for s in args.sizes.split(",") if s.strip()):
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()] + ([50_000] if args.with_50k else [])
+        for n in sizes:
             yield lambda n=n: residual_case(n)
         if not args.no_arch:
             for name in ARCHITECTURES:

@@ -26,7 +26,8 @@ from fqlower.compare import (
     state_dict_differences,
     values_equal,
 )
-from fqlower.edits import SetArgs, apply
+from fqlower.draft import apply
+from fqlower.edits import SetArgs
 from fqlower.emit import to_fx
 from fqlower.fingerprint import fingerprint
 from fqlower.ir import Ref, from_fx, map_arg, refs_in

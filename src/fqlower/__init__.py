@@ -21,8 +21,8 @@ from fqlower.edits import (
     SetMeta,
     SetModule,
     SetTarget,
-    apply,
 )
+from fqlower.draft import Draft, apply
 from fqlower.convert import convert_fx
 from fqlower.diff import NodeChanges, diff_dot, diff_text, node_changes, render_svg, snapshots
 from fqlower.emit import to_fx
@@ -111,6 +111,7 @@ __all__ = [
     "Snapshots",
     "Timing",
     "UnsupportedInput",
+    "Draft",
     "apply",
     "apply_log",
     "fingerprint",

@@ -49,7 +49,7 @@ import torch.fx
 import torch.utils._pytree as pytree
 
 from fqlower.changelog import Change, ChangeLog
-from fqlower.edits import apply
+from fqlower.draft import apply
 from fqlower.emit import to_fx
 from fqlower.errors import UnsupportedInput
 from fqlower.ir import Program, from_fx

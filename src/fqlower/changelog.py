@@ -36,9 +36,8 @@ from fqlower.edits import (
     SetMeta,
     SetModule,
     SetTarget,
-    apply,
-    apply_marked,
 )
+from fqlower.draft import Draft
 from fqlower.errors import ChangeLogError, FqlowerError, ReplayMismatch
 from fqlower.fingerprint import describe, digest_cache, fingerprint, node_line
 from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, Ref
@@ -453,7 +452,7 @@ def _touched(edits: tuple[Edit, ...]) -> list[str]:
     return list(names)
 
 
-def _subgraph_hash(program: Program, names: list[str], tables: list[tuple[str, str]] = ()) -> str:
+def _subgraph_hash(program: Program | Draft, names: list[str], tables: list[tuple[str, str]] = ()) -> str:
     digest = hashlib.sha256()
     present = sorted((name for name in set(names) if name in program), key=program.position)
     for name in present:
@@ -468,14 +467,13 @@ def _tables(edits: tuple[Edit, ...]) -> list[tuple[str, str]]:
     return [("module", e.path) if isinstance(e, SetModule) else ("constant", e.attr) for e in edits if isinstance(e, (SetModule, SetConstant))]
 
 
-def _provenance(before: Program, change: Change) -> FrozenDict:
+def _provenance(before: Draft, change: Change) -> FrozenDict:
     """The meta every node the change added or altered (and did not remove) gets:
     which change, and the reference nodes (of the input program) it came from."""
     sources: set[str] = set()
-    nodes = before.graph.nodes
     for name in (change.anchor, *change.bindings.values()):
-        node = nodes.get(name)
-        if node is not None:
+        if name in before:
+            node = before.node(name)
             earlier = node.meta.get(PROVENANCE)
             sources.update(earlier["from"] if earlier else (name,))
     # from a dict: FrozenDict takes its fast path (a tuple of pairs goes through an ABC check)
@@ -496,29 +494,38 @@ def without_change_hashes() -> Iterator[None]:
         _HASHING.reset(token)
 
 
+def record_into(draft: Draft, change: Change, matched: str | None = None) -> Change:
+    """Apply a change's edits (plus its provenance) to `draft`, as one batch, and
+    fill in its structural hashes: `matched` over the nodes it matched before the
+    batch (given when the caller has just computed it), `produced` over the nodes,
+    modules and constants it wrote after."""
+    hashing = _HASHING.get()
+    if hashing and matched is None:
+        matched = _subgraph_hash(draft, [change.anchor, *change.bindings.values()])
+    draft.apply(change.edits, mark=(PROVENANCE, _provenance(draft, change)))
+    if not hashing:
+        return change
+    produced = _subgraph_hash(draft, _touched(change.edits), _tables(change.edits))
+    return attrs.evolve(change, matched=matched, produced=produced)
+
+
 def record_change(before: Program, change: Change) -> tuple[Program, Change]:
-    """Apply a change's edits (plus its provenance) and fill in its structural hashes."""
-    after = apply_marked(before, change.edits, PROVENANCE, _provenance(before, change))
-    if not _HASHING.get():
-        return after, change
-    matched = _subgraph_hash(before, [change.anchor, *change.bindings.values()])
-    produced = _subgraph_hash(after, _touched(change.edits), _tables(change.edits))
-    return after, attrs.evolve(change, matched=matched, produced=produced)
+    """`record_into` a draft of `before`: the program after the change, and the change."""
+    draft = Draft(before)
+    change = record_into(draft, change)
+    return draft.freeze(), change
 
 
-def record_changes(before: Program, changes: tuple[Change, ...]) -> tuple[Program, tuple[Change, ...]]:
-    """`record_change` of each change in turn. Without hashes, changes that only remove
+def record_all(draft: Draft, changes: tuple[Change, ...]) -> tuple[Change, ...]:
+    """`record_into` of each change in turn. Without hashes, changes that only remove
     nodes go in as one batch: they write no provenance and nothing in between is hashed."""
     if not _HASHING.get() and all(type(edit) is RemoveNode for change in changes for edit in change.edits):
-        return apply(before, [edit for change in changes for edit in change.edits]), changes
-    recorded = []
-    for change in changes:
-        before, change = record_change(before, change)
-        recorded.append(change)
-    return before, tuple(recorded)
+        draft.apply([edit for change in changes for edit in change.edits])
+        return changes
+    return tuple(record_into(draft, change) for change in changes)
 
 
-def _replay_change(program: Program, change: Change, number: int, allowed: frozenset[str] | None) -> Program:
+def _replay_change(draft: Draft, change: Change, number: int, allowed: frozenset[str] | None) -> None:
     label = f"change {number} ({change.pass_name}/{change.rule} at {change.anchor!r})"
     unknown = sorted({name for name in names_in(change.edits) if name not in allowed}) if allowed is not None else ()
     if unknown:
@@ -527,24 +534,23 @@ def _replay_change(program: Program, change: Change, number: int, allowed: froze
             "a change log is code when replayed, so fqlower refuses it (pass trusted=True for a log you trust)"
         )
     try:
-        matched = _subgraph_hash(program, [change.anchor, *change.bindings.values()])
+        matched = _subgraph_hash(draft, [change.anchor, *change.bindings.values()])
     except Exception as error:
         raise ReplayMismatch(f"{label} is malformed: {type(error).__name__}: {error}") from error
     if change.matched and matched != change.matched:
         raise ReplayMismatch(
             f"{label}: the subgraph it matched hashes to {matched}, the log says {change.matched}",
-            node=change.anchor if change.anchor in program else None,
-            program=program,
+            node=change.anchor if change.anchor in draft else None,
+            program=draft.freeze(),
         )
     try:
-        after, replayed = record_change(program, change)
+        replayed = record_into(draft, change, matched)
     except FqlowerError as error:
-        raise ReplayMismatch(f"{label} does not apply: {error.message}", node=change.anchor, program=program) from error
+        raise ReplayMismatch(f"{label} does not apply: {error.message}", node=change.anchor, program=draft.freeze()) from error
     except Exception as error:  # a value of the wrong type inside an edit
         raise ReplayMismatch(f"{label} is malformed: {type(error).__name__}: {error}") from error
     if change.produced and replayed.produced != change.produced:
         raise ReplayMismatch(f"{label}: the subgraph it produced hashes to {replayed.produced}, the log says {change.produced}")
-    return after
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -577,9 +583,11 @@ def _apply_log(program: Program, log: ChangeLog, trusted: bool) -> Program:
     number = 0
     allowed = None if trusted else pass_vocabulary() | model_vocabulary(program)
     for step, record in enumerate(log.header.passes):
+        draft = Draft(program)  # one per recorded pass, as when the log was recorded
         for change in changes_by_step.get(step, ()):
             number += 1
-            program = _replay_change(program, change, number, allowed)
+            _replay_change(draft, change, number, allowed)
+        program = draft.freeze()
         found = fingerprint(program)
         if found != record.fingerprint:
             raise ReplayMismatch(

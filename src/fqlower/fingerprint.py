@@ -195,7 +195,13 @@ def _maps_lines(program: Program) -> bytes:
 
 
 def fingerprint(program: Program) -> str:
-    """sha256 over the program in order and every module and constant it refers to."""
+    """sha256 over the program in order and every module and constant it refers to
+    (remembered per program inside `digest_cache()`: a pass that changes nothing
+    returns the program it was given, whose fingerprint is known)."""
+    return _memo("program", program, lambda: _fingerprint(program))
+
+
+def _fingerprint(program: Program) -> str:
     digest = hashlib.sha256()
     referenced: dict[str, Any] = {}
     for node in program.nodes():

@@ -19,7 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from fqlower.changelog import Change, ChangeLog, Entry, Header, PassRecord, Skip, record_change
+from fqlower.changelog import Change, ChangeLog, Entry, Header, PassRecord, Skip, record_into
+from fqlower.draft import Draft
 from fqlower.edits import Edit
 from fqlower.errors import FqlowerError
 from fqlower.fingerprint import digest_cache, fingerprint
@@ -85,7 +86,10 @@ class Rule:
 
 
 def _with_context(error: FqlowerError, prefix: str, program: Program, node: str) -> FqlowerError:
-    return type(error)(f"{prefix}: {error.message}", node=error.node or node, program=error.program or program, stack_trace=error.stack_trace)
+    """`error` re-raised by a pass: its message prefixed, and a program to show (a
+    frozen one: an error must not hold the pass's draft)."""
+    shown = error.program if isinstance(error.program, Program) else program
+    return type(error)(f"{prefix}: {error.message}", node=error.node or node, program=shown, stack_trace=error.stack_trace)
 
 
 @attrs.frozen
@@ -96,33 +100,34 @@ class RulePass:
     rules: tuple[Rule, ...]
 
     def run(self, program: Program) -> PassResult:
+        """Visit the nodes of `program` in order; rules read and rewrite one draft, so
+        each match sees every earlier rewrite of the pass. The draft never escapes."""
         entries: list[Entry] = []
         # (name, candidate, match, rewrite) per rule, read once: the loop visits every node
         rules = [(rule.name, rule.candidate, rule.match, rule.rewrite) for rule in self.rules]
-        nodes = program.graph.nodes  # refreshed after every change
+        draft = Draft(program)
         for name in program.graph.order:
-            node = nodes.get(name)
+            node = draft.node_table.get(name)
             if node is None:  # removed by an earlier rewrite of this pass
                 continue
             for rule_name, candidate, match, rewrite in rules:
                 if candidate is not None and not candidate(node):
                     continue
-                outcome = match(program, node)
+                outcome = match(draft, node)
                 if outcome is None:
                     continue
                 if isinstance(outcome, Miss):
                     entries.append(Skip(0, self.name, rule_name, name, outcome.reason, outcome.code))
                     continue
                 try:
-                    edits = tuple(rewrite(program, outcome))
+                    edits = tuple(rewrite(draft, outcome))
                     change = Change(0, self.name, rule_name, outcome.anchor, outcome.bindings, edits, code=outcome.code, reason=outcome.reason)
-                    program, change = record_change(program, change)
+                    change = record_into(draft, change)
                 except FqlowerError as error:
-                    raise _with_context(error, f"pass {self.name}, rule {rule_name}", program, name) from error
+                    raise _with_context(error, f"pass {self.name}, rule {rule_name}", draft.freeze(), name) from error
                 entries.append(change)
-                nodes = program.graph.nodes
                 break
-        return PassResult(program, tuple(entries))
+        return PassResult(draft.freeze(), tuple(entries))
 
 
 def rule_pass(name: str, match: Matcher, rewrite: Rewriter, candidate: Candidate | None = None) -> RulePass:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import attrs
 from torch._library.utils import is_impure
 
-from fqlower.changelog import Change, record_changes
+from fqlower.changelog import Change, record_all
+from fqlower.draft import Draft
 from fqlower.edits import RemoveNode
 from fqlower.ir import FrozenDict, Node, Program
 from fqlower.pipeline import PassResult
@@ -47,8 +48,9 @@ class DeadCodeElimination:
             for used in node.refs():
                 users[used] -= 1
         changes = tuple(Change(0, self.name, "dead-code", name, FrozenDict(), (RemoveNode(name),)) for name in dead)
-        program, changes = record_changes(program, changes)
-        return PassResult(program, changes)
+        draft = Draft(program)
+        changes = record_all(draft, changes)
+        return PassResult(draft.freeze(), changes)
 
 
 ELIMINATE_DEAD_CODE = DeadCodeElimination()
