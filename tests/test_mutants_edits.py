@@ -29,7 +29,7 @@ from fqlower import (
     SetTarget,
     apply,
 )
-from fqlower.edits import apply_marked
+from fqlower.draft import apply_marked
 
 
 def refusal(program, edits) -> IRError:

@@ -4,8 +4,9 @@ A pass is anything with a `name` and a pure `run(program) -> PassResult`. Most
 passes are `RulePass`es: an ordered tuple of `Rule`s, each a matcher that answers
 `Match` (rewrite here), `Miss(reason)` (almost: say why not) or `None` (not this
 pattern), plus a rewriter that returns edits as data. The driver walks the nodes
-in program order, applies each rewrite with `fqlower.edits.apply`, and records a
-`Change` or a `Skip`.
+in program order on one `Draft` of the program (matchers and rewriters read it as
+a program), applies each rewrite with `Draft.apply`, and records a `Change` or a
+`Skip`; the pass returns the frozen draft.
 
 A `Pipeline` is itself a pass. Instruments observe each pass (before/after) and
 never change anything: `Timing` and `Snapshots` ship here.
