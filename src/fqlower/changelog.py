@@ -19,7 +19,7 @@ import io
 import json
 import math
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Union
 
 import attrs
@@ -40,7 +40,7 @@ from fqlower.edits import (
 from fqlower.draft import Draft
 from fqlower.errors import ChangeLogError, FqlowerError, ReplayMismatch
 from fqlower.fingerprint import describe, digest_cache, fingerprint, node_line
-from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, Ref
+from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, ProgramView, Ref
 from fqlower.names import qualified_name, resolve
 from fqlower.reasons import Code
 from fqlower.vocabulary import model_vocabulary, names_in, pass_vocabulary
@@ -452,7 +452,7 @@ def _touched(edits: tuple[Edit, ...]) -> list[str]:
     return list(names)
 
 
-def _subgraph_hash(program: Program | Draft, names: list[str], tables: list[tuple[str, str]] = ()) -> str:
+def _subgraph_hash(program: ProgramView, names: list[str], tables: Sequence[tuple[str, str]] = ()) -> str:
     digest = hashlib.sha256()
     present = sorted((name for name in set(names) if name in program), key=program.position)
     for name in present:
@@ -506,7 +506,7 @@ def record_into(draft: Draft, change: Change, matched: str | None = None) -> Cha
     if not hashing:
         return change
     produced = _subgraph_hash(draft, _touched(change.edits), _tables(change.edits))
-    return attrs.evolve(change, matched=matched, produced=produced)
+    return attrs.evolve(change, matched=matched or "", produced=produced)
 
 
 def record_change(before: Program, change: Change) -> tuple[Program, Change]:

@@ -23,9 +23,8 @@ are immutable maps, so the state before a batch is kept by reference and put bac
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Callable, cast
 
-import immutables
 import torch
 from pyrsistent import PMap
 
@@ -238,12 +237,12 @@ class Draft:
         if edit.after is not None:
             self.require_node(edit.after, f"node {node.name!r} is to follow node")
         else:
-            self.require_node(edit.before, f"node {node.name!r} is to precede node")
+            self.require_node(cast(str, edit.before), f"node {node.name!r} is to precede node")
         if node.op == "output":
             raise self.fail(f"cannot add node {node.name!r}: the program already has an output", node.name)
         self.check_target(node.name, node.op, node.target)
         used = self.check_inputs(node.name, ref_names(node.args, node.kwargs))
-        position = self.position_after(edit.after) if edit.after is not None else self.position_before(edit.before)
+        position = self.position_after(edit.after) if edit.after is not None else self.position_before(cast(str, edit.before))
         self.node_table[node.name] = node
         self._batch_refs[node.name] = used
         self.position_table[node.name] = position
@@ -351,7 +350,7 @@ def _check_path(draft: Draft, path: str) -> None:
         raise draft.fail(f"invalid attribute path {path!r}", None)
 
 
-_APPLY = {
+_APPLY: dict[type, Callable[[Draft, Any], None]] = {
     AddNode: Draft.add_node,
     MoveNode: Draft.move_node,
     RemoveNode: Draft.remove_node,

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from fqlower.errors import ChangeLogError, UnsupportedInput
-from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, Ref
+from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, ProgramView, Ref
 from fqlower.names import qualified_name
 
 # id(tensor) -> (weak reference, version, data pointer, digest). Keyed by id because a
@@ -105,7 +105,7 @@ def _name(obj: Any) -> str:
         return f"{type(obj).__module__}.{type(obj).__qualname__}:{getattr(obj, '__name__', '?')}"
 
 
-def describe(value: Any, program: Program | None = None) -> Any:
+def describe(value: Any, program: ProgramView | None = None) -> Any:
     """A canonical, hashable-by-repr description of a value, for hashing."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
@@ -176,12 +176,12 @@ def non_persistent_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Ten
     return found
 
 
-def node_description(node: Node, program: Program | None = None) -> Any:
+def node_description(node: Node, program: ProgramView | None = None) -> Any:
     target = node.target if isinstance(node.target, str) else _name(node.target)
     return (node.name, node.op, target, describe(node.args, program), describe(node.kwargs, program), describe(node.type))
 
 
-def node_line(node: Node, program: Program | None = None) -> bytes:
+def node_line(node: Node, program: ProgramView | None = None) -> bytes:
     """The node's description as bytes, remembered per node object during a run."""
     return _memo("node", node, lambda: repr(node_description(node, program)).encode() + b"\n")
 

@@ -17,7 +17,7 @@ import functools
 import gc
 import operator
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import immutables
@@ -273,6 +273,30 @@ class Program:
 
     def __str__(self) -> str:
         return format_program(self)
+
+
+class ProgramView(Protocol):
+    """What matchers, rewriters and hashes read: a `Program`, or the `Draft` a pass
+    works on (fqlower.draft), which reads the same way."""
+
+    @property
+    def graph(self) -> Graph: ...
+    @property
+    def modules(self) -> PMap: ...
+    @property
+    def constants(self) -> PMap: ...
+    @property
+    def originals(self) -> PMap: ...
+    @property
+    def qconfig(self) -> PMap: ...
+    @property
+    def scope(self) -> PMap: ...
+    def node(self, name: str) -> Node: ...
+    def __contains__(self, name: object) -> bool: ...
+    def nodes(self) -> Iterator[Node]: ...
+    def users(self, name: str) -> tuple[str, ...]: ...
+    def position(self, name: str) -> Position: ...
+    def module(self, node: Node) -> Any: ...
 
 
 # --- args ----------------------------------------------------------------------------------
@@ -763,6 +787,7 @@ __all__ = [
     "Original",
     "Position",
     "Program",
+    "ProgramView",
     "Ref",
     "format_node",
     "format_program",

@@ -25,7 +25,7 @@ from fqlower.draft import Draft
 from fqlower.edits import Edit
 from fqlower.errors import FqlowerError
 from fqlower.fingerprint import digest_cache, fingerprint
-from fqlower.ir import FrozenDict, Node, Program
+from fqlower.ir import FrozenDict, Node, Program, ProgramView
 from fqlower.reasons import Code
 
 
@@ -68,8 +68,8 @@ class Miss:
     code: Code = Code.AS_TORCH
 
 
-Matcher = Callable[[Program, Node], "Match | Miss | None"]
-Rewriter = Callable[[Program, Match], Iterable[Edit]]
+Matcher = Callable[[ProgramView, Node], "Match | Miss | None"]
+Rewriter = Callable[[ProgramView, Match], Iterable[Edit]]
 
 
 Candidate = Callable[[Node], bool]

@@ -36,7 +36,7 @@ from __future__ import annotations
 from typing import Any
 
 from fqlower.edits import Edit, RemoveNode, SetArgs, SetTarget
-from fqlower.ir import FrozenDict, Node, Program, Ref, format_arg, refs_in
+from fqlower.ir import FrozenDict, Node, ProgramView, Ref, format_arg, refs_in
 from fqlower.passes.common import (
     quantized_op_behind,
     bindings,
@@ -71,7 +71,7 @@ def _target_name(node: Node) -> str:
     return getattr(node.target, "__name__", str(node.target))
 
 
-def _check_inputs(program: Program, binop: Node) -> dict[str, str] | Miss:
+def _check_inputs(program: ProgramView, binop: Node) -> dict[str, str] | Miss:
     """Binding role -> dequantize node for the dequantized inputs, or why not."""
     found: dict[str, str] = {}
     for side, arg in zip(SIDES, binop.args):
@@ -87,7 +87,7 @@ def _check_inputs(program: Program, binop: Node) -> dict[str, str] | Miss:
     return found
 
 
-def match(program: Program, quantize: Node) -> Match | Miss | None:
+def match(program: ProgramView, quantize: Node) -> Match | Miss | None:
     binop, relu = quantized_op_behind(program, quantize)
     if binop is None or not is_binary_op(binop):
         return None
@@ -139,7 +139,7 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     )
 
 
-def rewrite(program: Program, found: Match) -> list[Edit]:
+def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     roles = found.bindings
     quantize = program.node(roles["quantize"])
     binop = program.node(roles["binop"])

@@ -13,19 +13,19 @@ import attrs
 import torch
 from torch import nn
 
-from fqlower.ir import Build, FrozenDict, Node, Original, Program, Ref, map_arg
+from fqlower.ir import Build, FrozenDict, Node, Original, Program, ProgramView, Ref, map_arg
 from fqlower.names import qualified_name
 from fqlower.patterns import RELU_FUNCTIONS, TRANSPOSED_CONVS, WEIGHT_QUANTIZER_ARGS
 from fqlower.pipeline import Candidate, Match, Matcher, Miss, PassResult, Rewriter, rule_pass
 from fqlower.reasons import Code
 
 
-def node_of(program: Program, arg: Any) -> Node | None:
+def node_of(program: ProgramView, arg: Any) -> Node | None:
     """The node an argument refers to, or None for a constant."""
     return program.node(arg.name) if isinstance(arg, Ref) else None
 
 
-def is_dequantize(program: Program, arg: Any) -> bool:
+def is_dequantize(program: ProgramView, arg: Any) -> bool:
     """True when `arg` refers to a `.dequantize()` of another node (not of a constant)."""
     node = node_of(program, arg)
     return node is not None and node.op == "call_method" and node.target == "dequantize" and bool(node.args) and isinstance(node.args[0], Ref)
@@ -50,12 +50,12 @@ def is_call_method(node: Node) -> bool:
 _ABSENT = object()
 
 
-def qconfig_is_none(program: Program, name: str) -> bool:
+def qconfig_is_none(program: ProgramView, name: str) -> bool:
     """True when the qconfig map says: do not quantize this node."""
     return program.qconfig.get(name, _ABSENT) is None  # one PMap lookup, not `in` and `[]`
 
 
-def module_of(program: Program, node: Node) -> Any:
+def module_of(program: ProgramView, node: Node) -> Any:
     """The module a call_module node calls (None for other nodes)."""
     return program.modules.get(node.target) if node.op == "call_module" else None
 
@@ -63,13 +63,13 @@ def module_of(program: Program, node: Node) -> Any:
 _RELU_FUNCTION_IDS = frozenset(map(id, RELU_FUNCTIONS))  # `target is relu` for one of them, as a set lookup
 
 
-def is_relu(program: Program, node: Node) -> bool:
+def is_relu(program: ProgramView, node: Node) -> bool:
     if node.op == "call_function":
         return id(node.target) in _RELU_FUNCTION_IDS
     return node.op == "call_module" and type(module_of(program, node)) is nn.ReLU
 
 
-def quantized_op_behind(program: Program, quantize: Node) -> tuple[Node | None, Node | None]:
+def quantized_op_behind(program: ProgramView, quantize: Node) -> tuple[Node | None, Node | None]:
     """For `quantize_per_tensor(op(...))` or `quantize_per_tensor(relu(op(...)))`:
     (op, relu or None); (None, None) when `quantize` is no quantize_per_tensor."""
     if not is_quantize_per_tensor(quantize):
@@ -80,7 +80,7 @@ def quantized_op_behind(program: Program, quantize: Node) -> tuple[Node | None, 
     return op, None
 
 
-def source_of_module(program: Program, path: str) -> Original | Build:
+def source_of_module(program: ProgramView, path: str) -> Original | Build:
     """How a spec refers to the module now at `path`: the input's object, or the spec
     an earlier pass put there."""
     current = program.modules[path]
@@ -91,7 +91,7 @@ def source_of_module(program: Program, path: str) -> Original | Build:
     raise ValueError(f"module at {path!r} is neither from the input nor a spec")
 
 
-def source_of_constant(program: Program, attr: str) -> Any:
+def source_of_constant(program: ProgramView, attr: str) -> Any:
     """How a spec refers to the constant now at `attr`."""
     current = program.constants[attr]
     if program.originals.get(attr) is current:
@@ -104,7 +104,7 @@ def from_reference(quantized_class: type, *args: Any) -> Build:
     return Build(f"{qualified_name(quantized_class)}.from_reference", tuple(args))
 
 
-def constant_qparams(program: Program, quantize: Node) -> tuple[Node, Node] | Miss:
+def constant_qparams(program: ProgramView, quantize: Node) -> tuple[Node, Node] | Miss:
     """The scale and zero-point get_attr nodes of a quantize_per_tensor node, or why not
     (torch reads them with getattr and fails)."""
     scale, zero_point = quantize.arg(1, "scale"), quantize.arg(2, "zero_point")
@@ -126,7 +126,7 @@ def weight_dtype(node: Node) -> Any:
     return node.args[-1] if len(node.args) > 1 else None
 
 
-def weight_quantization_problem(program: Program, weight: Node, function: Any = None) -> Miss | None:
+def weight_quantization_problem(program: ProgramView, weight: Node, function: Any = None) -> Miss | None:
     """Why a weight quantized by `weight` cannot be packed for `function`; None when it can.
 
     Reads the quantized engine (`torch.backends.quantized.engine`), which decides at
@@ -153,7 +153,7 @@ def weight_quantization_problem(program: Program, weight: Node, function: Any = 
     return None
 
 
-def output_qparams_match(program: Program, quantize: Node, **roles: str | None) -> Match | Miss:
+def output_qparams_match(program: ProgramView, quantize: Node, **roles: str | None) -> Match | Miss:
     """A match anchored at `quantize`, binding it, `roles` and its output scale and
     zero point; a Miss when those are not read from constants."""
     qparams = constant_qparams(program, quantize)
@@ -168,7 +168,7 @@ def reroute_dequantized(value: Any, dequantized: dict[str, str]) -> Any:
     return map_arg(value, lambda ref: Ref(dequantized.get(ref.name, ref.name)))
 
 
-def dequantize_sources(program: Program, args: Any) -> dict[str, str]:
+def dequantize_sources(program: ProgramView, args: Any) -> dict[str, str]:
     """dequantize node name -> the name of the node it dequantizes, for Refs in `args`."""
     from fqlower.ir import refs_in
 
@@ -180,7 +180,7 @@ def dequantize_sources(program: Program, args: Any) -> dict[str, str]:
     return found
 
 
-def removable(program: Program, name: str, going_away: set[str]) -> bool:
+def removable(program: ProgramView, name: str, going_away: set[str]) -> bool:
     """True when every user of `name` is among the nodes being removed."""
     return all(user in going_away for user in program.graph.users.get(name, ()))  # any order will do
 
@@ -190,7 +190,7 @@ def bindings(**roles: str | None) -> FrozenDict:
     return FrozenDict({role: name for role, name in roles.items() if name is not None})
 
 
-def fresh_name(program: Program, preferred: str, taken: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+def fresh_name(program: ProgramView, preferred: str, taken: set[str] = frozenset()) -> str:  # type: ignore[assignment]
     """`preferred`, or `preferred_1`, `preferred_2`, ... : the first that no node has."""
     name, suffix = preferred, 0
     while name in program or name in taken:
@@ -199,7 +199,7 @@ def fresh_name(program: Program, preferred: str, taken: set[str] = frozenset()) 
     return name
 
 
-def produced_from_constants(program: Program, name: str) -> bool:
+def produced_from_constants(program: ProgramView, name: str) -> bool:
     """True when the node `name` is computed from get_attr constants and literals only."""
     frontier, seen = [name], set()
     while frontier:
@@ -213,7 +213,7 @@ def produced_from_constants(program: Program, name: str) -> bool:
     return True
 
 
-def module_call_sites(program: Program) -> dict[str, tuple[str, ...]]:
+def module_call_sites(program: ProgramView) -> dict[str, tuple[str, ...]]:
     """module path -> the call_module nodes that call it, in graph order."""
     sites: dict[str, list[str]] = {}
     nodes = program.graph.nodes
@@ -224,7 +224,7 @@ def module_call_sites(program: Program) -> dict[str, tuple[str, ...]]:
     return {path: tuple(names) for path, names in sites.items()}
 
 
-def _unshared(match: Matcher, sites: dict[str, tuple[str, ...]], program: Program, node: Node) -> Match | Miss | None:
+def _unshared(match: Matcher, sites: dict[str, tuple[str, ...]], program: ProgramView, node: Node) -> Match | Miss | None:
     outcome = match(program, node)
     if not isinstance(outcome, Match):
         return outcome

@@ -19,11 +19,11 @@ from torch._library.utils import is_impure
 from fqlower.changelog import Change, record_all
 from fqlower.draft import Draft
 from fqlower.edits import RemoveNode
-from fqlower.ir import FrozenDict, Node, Program
+from fqlower.ir import FrozenDict, Node, Program, ProgramView
 from fqlower.pipeline import PassResult
 
 
-def has_side_effects(program: Program, node: Node) -> bool:
+def has_side_effects(program: ProgramView, node: Node) -> bool:
     if node.op in ("placeholder", "output"):
         return True
     if node.op == "call_module":

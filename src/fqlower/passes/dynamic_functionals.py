@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetTarget
-from fqlower.ir import FrozenDict, Node, Program, Ref
+from fqlower.ir import FrozenDict, Node, ProgramView, Ref
 from fqlower.passes.common import (
     bindings,
     fresh_name,
@@ -47,7 +47,7 @@ UNRELIABLE_KERNELS = {
 }
 
 
-def fused_relu(program: Program, function: Node) -> Node | None:
+def fused_relu(program: ProgramView, function: Node) -> Node | None:
     """The relu torch fuses: F.relu or an nn.ReLU module that is the function's only user."""
     users = program.users(function.name)
     if len(users) != 1:
@@ -59,7 +59,7 @@ def fused_relu(program: Program, function: Node) -> Node | None:
     return user if is_relu and user.args and user.args[0] == Ref(function.name) else None
 
 
-def match(program: Program, function: Node) -> Match | Miss | None:
+def match(program: ProgramView, function: Node) -> Match | Miss | None:
     if function.op != "call_function" or function.target not in DYNAMIC_FUNCTIONALS:
         return None
     params = bind(function)
@@ -102,7 +102,7 @@ def match(program: Program, function: Node) -> Match | Miss | None:
     )
 
 
-def rewrite(program: Program, found: Match) -> list[Edit]:
+def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     roles = found.bindings
     function = program.node(roles["function"])
     dynamic = program.node(roles["dynamic_quantize"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from fqlower.edits import Edit, SetArgs, SetModule
-from fqlower.ir import Build, Node, Program, Ref
+from fqlower.ir import Build, Node, ProgramView, Ref
 from fqlower.names import qualified_name
 from fqlower.passes.common import bindings, from_reference, is_call_module, module_of, node_of, reroute_dequantized, source_of_module
 from fqlower.patterns import DYNAMIC_FUSED_MODULES, DYNAMIC_MODULES
@@ -47,7 +47,7 @@ def quantized_class(module: object) -> type | Miss | None:
     return DYNAMIC_MODULES.get(cls)
 
 
-def match(program: Program, reference: Node) -> Match | Miss | None:
+def match(program: ProgramView, reference: Node) -> Match | Miss | None:
     if reference.op != "call_module":
         return None
     quantized = quantized_class(module_of(program, reference))
@@ -71,7 +71,7 @@ def match(program: Program, reference: Node) -> Match | Miss | None:
     return Match(reference.name, bindings(reference=reference.name, dequantize=dequantize.name, dynamic_quantize=dynamic.name))
 
 
-def rewrite(program: Program, found: Match) -> list[Edit]:
+def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     roles = found.bindings
     reference = program.node(roles["reference"])
     dynamic = program.node(roles["dynamic_quantize"])

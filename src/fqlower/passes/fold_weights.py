@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetConstant
-from fqlower.ir import Build, Node, Program, Ref, map_arg
+from fqlower.ir import Build, Node, ProgramView, Ref, map_arg
 from fqlower.names import qualified_name
 from fqlower.passes.common import bindings, fresh_name, produced_from_constants, source_of_constant
 from fqlower.patterns import WEIGHT_PREPACK_OPS
@@ -27,7 +27,7 @@ from fqlower.pipeline import Match, Miss, Rule, RulePass
 SCOPED, UNSCOPED = "fold-packed-weight", "fold-packed-weight-unscoped"
 
 
-def expression(program: Program, name: str) -> Any:
+def expression(program: ProgramView, name: str) -> Any:
     """The spec that computes node `name` from constants."""
     node = program.node(name)
     if node.op == "get_attr":
@@ -42,7 +42,7 @@ def expression(program: Program, name: str) -> Any:
     return Build(qualified_name(node.target), args, kwargs)
 
 
-def producers(program: Program, name: str) -> list[str]:
+def producers(program: ProgramView, name: str) -> list[str]:
     """Every node `name` is computed from, in program order."""
     found, frontier = set(), [name]
     while frontier:
@@ -53,7 +53,7 @@ def producers(program: Program, name: str) -> list[str]:
     return sorted(found, key=program.position)
 
 
-def attribute_name(program: Program, path: str) -> str:
+def attribute_name(program: ProgramView, path: str) -> str:
     prefix = f"{path}_packed_weight_".replace(".", "_")
     index = 0
     while f"{prefix}{index}" in program.constants or f"{prefix}{index}" in program.modules:
@@ -65,7 +65,7 @@ def is_prepack(node: Node) -> bool:
     return node.op == "call_function" and any(node.target is op for op in WEIGHT_PREPACK_OPS)
 
 
-def match_scoped(program: Program, node: Node) -> Match | Miss | None:
+def match_scoped(program: ProgramView, node: Node) -> Match | Miss | None:
     if not is_prepack(node):
         return None
     if not produced_from_constants(program, node.name):
@@ -78,14 +78,14 @@ def match_scoped(program: Program, node: Node) -> Match | Miss | None:
     return Match(node.name, bindings(prepack=node.name, reader=users[0]))
 
 
-def match_unscoped(program: Program, node: Node) -> Match | None:
+def match_unscoped(program: ProgramView, node: Node) -> Match | None:
     if not is_prepack(node) or not produced_from_constants(program, node.name):
         return None
     users = program.users(node.name)
     return Match(node.name, bindings(prepack=node.name, reader=users[0])) if users else None
 
 
-def rewrite(program: Program, found: Match) -> list[Edit]:
+def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     prepack, reader = found.bindings["prepack"], found.bindings["reader"]
     path = program.scope[reader][0] if reader in program.scope else reader
     attr = attribute_name(program, path)

@@ -27,7 +27,7 @@ import torch.ao.nn.quantized.reference as nnqr
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fqlower.ir import Build, Node, Program
+from fqlower.ir import Build, Node, ProgramView
 from fqlower.pipeline import Miss
 from fqlower.reasons import Code
 
@@ -36,7 +36,7 @@ CLAMP_MODULES = (nn.Hardtanh,)  # nn.ReLU6 is a Hardtanh
 CONV_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
 
 
-def kernel_problem(program: Program, op: Node, module: Any) -> Miss | None:
+def kernel_problem(program: ProgramView, op: Node, module: Any) -> Miss | None:
     """Why the quantized kernel torch would give `op` (read by a quantize) computes
     something else here; None when it is right."""
     if torch.backends.quantized.engine == "qnnpack" and _clamps(op, module):
@@ -58,7 +58,7 @@ def kernel_problem(program: Program, op: Node, module: Any) -> Miss | None:
     return None
 
 
-def view_of_channels_last(program: Program, op: Node) -> str | None:
+def view_of_channels_last(program: ProgramView, op: Node) -> str | None:
     """Why a `view` torch reroutes must become a `reshape`; None when a view is fine."""
     if not (op.op == "call_method" and op.target == "view" and _after_a_conv(program, op)):
         return None
@@ -97,7 +97,7 @@ def _one_sided_clamp(node: Node) -> bool:
     return any(bound is None for bound in bounds)
 
 
-def _after_a_conv(program: Program, node: Node) -> bool:
+def _after_a_conv(program: ProgramView, node: Node) -> bool:
     """True when a convolution (module or functional, float, reference or quantized) or an
     explicit memory-format change computes any of `node`'s inputs, however far back: the
     value may be channels_last (quantized convolutions return channels_last tensors, and

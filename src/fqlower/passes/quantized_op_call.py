@@ -18,14 +18,14 @@ from typing import Any
 
 from torch.ao.quantization.quantization_mappings import DEFAULT_FLOAT_TO_QUANTIZED_OPERATOR_MAPPINGS
 
-from fqlower.ir import FrozenDict, Node, Program, Ref, refs_in
+from fqlower.ir import FrozenDict, Node, ProgramView, Ref, refs_in
 from fqlower.patterns import QOP_KWARGS_TO_DROP
 from fqlower.pipeline import Match, Miss
 from fqlower.reasons import Code
 
 
 def match_quantized_op(
-    program: Program, anchor: Node, ref: Node, roles: dict[str, str], args: tuple, kwargs: FrozenDict
+    program: ProgramView, anchor: Node, ref: Node, roles: dict[str, str], args: tuple, kwargs: FrozenDict
 ) -> Match | Miss:
     if len(anchor.args) < 3:
         return Miss(f"%{anchor.name} passes its scale or zero point by keyword: torch reads args[1:3] and fails", Code.TORCH_CRASHES)

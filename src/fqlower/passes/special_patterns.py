@@ -47,7 +47,7 @@ import torch.ao.nn.quantized as nnq
 import torch.nn as nn
 
 from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetModule, SetTarget
-from fqlower.ir import FrozenDict, ListArg, Node, Program, Ref, map_arg, refs_in
+from fqlower.ir import FrozenDict, Graph, ListArg, Node, Program, ProgramView, Ref, map_arg, refs_in
 from fqlower.passes.common import from_reference, source_of_constant, source_of_module
 from fqlower.passes.kernel_bugs import kernel_problem, view_of_channels_last
 from fqlower.passes.quantized_op_call import match_quantized_op
@@ -80,11 +80,11 @@ class PassStart:
     """What torch reads once, before its loop: the modules (by path), and, computed
     here, which shared swappable modules torch would lower wrongly."""
 
-    program: Program
+    program: ProgramView
     shared_misses: FrozenDict = FrozenDict()  # module path -> Miss
 
     @classmethod
-    def of(cls, program: Program) -> PassStart:
+    def of(cls, program: ProgramView) -> PassStart:
         start = cls(program)
         sites: dict[str, list[str]] = {}
         for node in program.nodes():
@@ -160,7 +160,7 @@ def _in_families(start: PassStart, node: Node, families: tuple[Any, ...]) -> boo
     return any(family.kind_of(node.op, node.target, module) for family in families)
 
 
-def _dequantize_list(program: Program, ref: Node, first: Any) -> list[Node] | Miss | None:
+def _dequantize_list(program: ProgramView, ref: Node, first: Any) -> list[Node] | Miss | None:
     """The dequantize nodes torch bypasses (`first` is ref's first input), None when
     `first` is not dequantized, or why torch would fail on it."""
     items = (first,) if isinstance(first, Ref) else first.items if isinstance(first, ListArg) else first
@@ -188,7 +188,7 @@ def _bypass(value: Any, dequantize: list[Node]) -> Any:
     return value
 
 
-def classify(start: PassStart, program: Program, anchor: Node, check_shared: bool = True) -> Outcome | None:
+def classify(start: PassStart, program: ProgramView, anchor: Node, check_shared: bool = True) -> Outcome | None:
     """(rule, Match or Miss) for an anchor of torch's special pattern; None when torch passes it by."""
     is_quantize = anchor.op == "call_function" and anchor.target is torch.quantize_per_tensor
     if not is_quantize and not is_to_float16(anchor):
@@ -295,14 +295,14 @@ def classify(start: PassStart, program: Program, anchor: Node, check_shared: boo
 QUANTIZED_SAFE_METHODS = frozenset({"dequantize", "size", "dim", "numel"})
 
 
-def _reads_quantized(program: Program, name: str) -> bool:
+def _reads_quantized(program: ProgramView, name: str) -> bool:
     """True when node `name` works on the quantized output of a rerouted op as it
     did on the float one (a dequantize, or a size query)."""
     node = program.node(name)
     return node.op == "call_method" and node.target in QUANTIZED_SAFE_METHODS
 
 
-def _computes_in_float(program: Program, arg: Any) -> bool:
+def _computes_in_float(program: ProgramView, arg: Any) -> bool:
     """True when `arg` is the output of an op that reads a dequantized value and is no
     quantize: an op left in float, whose output a dequantize cannot make quantized."""
     if not isinstance(arg, Ref):
@@ -315,12 +315,12 @@ def _computes_in_float(program: Program, arg: Any) -> bool:
     return any(_is_dequantize(program, used) for used in node.refs())
 
 
-def _is_dequantize(program: Program, name: str) -> bool:
+def _is_dequantize(program: ProgramView, name: str) -> bool:
     node = program.node(name)
     return node.op == "call_method" and node.target == "dequantize"
 
 
-def _swap_qparams(program: Program, anchor: Node) -> tuple[Node, Node] | Miss:
+def _swap_qparams(program: ProgramView, anchor: Node) -> tuple[Node, Node] | Miss:
     """The scale and zero-point nodes torch reads with `getattr(model, node.target)`."""
     if len(anchor.args) < 3:
         return Miss(f"%{anchor.name} passes its scale or zero point by keyword: torch reads args[1:3] and fails", Code.TORCH_CRASHES)
@@ -339,7 +339,7 @@ def _swap_qparams(program: Program, anchor: Node) -> tuple[Node, Node] | Miss:
     return found[0], found[1]
 
 
-def _erasable(program: Program, anchor: Node, params: list[Ref]) -> tuple[str, ...] | Miss:
+def _erasable(program: ProgramView, anchor: Node, params: list[Ref]) -> tuple[str, ...] | Miss:
     """The parameter nodes of the anchor that torch erases with it."""
     names = tuple(dict.fromkeys(param.name for param in params))
     for name in names:
@@ -360,7 +360,7 @@ def _anchor_role(found: Match) -> str:
     return found.bindings.get("quantize", found.bindings.get("to_float16"))
 
 
-def rewrite_reroute(program: Program, found: Match) -> list[Edit]:
+def rewrite_reroute(program: ProgramView, found: Match) -> list[Edit]:
     ref, anchor = found.bindings["reference"], _anchor_role(found)
     retarget = [SetTarget(ref, "call_method", found.facts["method"])] if "method" in found.facts else []
     return [
@@ -372,12 +372,12 @@ def rewrite_reroute(program: Program, found: Match) -> list[Edit]:
     ]
 
 
-def rewrite_swap_module(program: Program, found: Match) -> list[Edit]:
+def rewrite_swap_module(program: ProgramView, found: Match) -> list[Edit]:
     path = program.node(found.bindings["reference"]).target
     return [SetModule(path, found.facts["module"]), *rewrite_reroute(program, found)]
 
 
-def rewrite_quantized_op(program: Program, found: Match) -> list[Edit]:
+def rewrite_quantized_op(program: ProgramView, found: Match) -> list[Edit]:
     ref, anchor = found.bindings["reference"], found.bindings["quantize"]
     qop, args, kwargs = found.facts["qop"], found.facts["args"], found.facts["kwargs"]
     if found.facts["in_place"]:  # the quantize sits right after the zero point: it becomes the op
@@ -406,16 +406,18 @@ class _Classified:
 
     def __init__(self, start: PassStart):
         self.start = start
-        self.last: tuple[Program, Node, Outcome | None] | None = None
+        # keyed by the graph value: a pass's draft stays the same object across its
+        # changes, its graph does not
+        self.last: tuple[Graph, Node, Outcome | None] | None = None
 
-    def __call__(self, program: Program, node: Node) -> Outcome | None:
-        last = self.last
-        if last is None or last[0] is not program or last[1] is not node:
-            last = self.last = (program, node, classify(self.start, program, node))
+    def __call__(self, program: ProgramView, node: Node) -> Outcome | None:
+        last, graph = self.last, program.graph
+        if last is None or last[0] is not graph or last[1] is not node:
+            last = self.last = (graph, node, classify(self.start, program, node))
         return last[2]
 
 
-def _match(rule: str, classified: _Classified, program: Program, node: Node) -> Match | Miss | None:
+def _match(rule: str, classified: _Classified, program: ProgramView, node: Node) -> Match | Miss | None:
     outcome = classified(program, node)
     return outcome[1] if outcome is not None and outcome[0] == rule else None
 

@@ -20,7 +20,7 @@ import attrs
 
 
 from fqlower.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetTarget
-from fqlower.ir import FrozenDict, Node, Program, Ref
+from fqlower.ir import FrozenDict, Node, ProgramView, Ref
 from fqlower.passes.common import (
     fresh_name,
     is_dequantize,
@@ -39,7 +39,7 @@ from fqlower.patterns import STATIC_FUNCTIONALS, WEIGHT_QUANTIZER_ARGS
 from fqlower.pipeline import Match, Miss, rule_pass
 from fqlower.reasons import Code
 
-def match(program: Program, quantize: Node) -> Match | Miss | None:
+def match(program: ProgramView, quantize: Node) -> Match | Miss | None:
     function, relu = quantized_op_behind(program, quantize)
     if function is None or function.op != "call_function" or function.target not in STATIC_FUNCTIONALS:
         return None
@@ -86,7 +86,7 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     return found
 
 
-def rewrite(program: Program, found: Match) -> list[Edit]:
+def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     roles = found.bindings
     function = program.node(roles["function"])
     quantize = program.node(roles["quantize"])

@@ -22,7 +22,7 @@ import attrs
 import torch
 
 from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
-from fqlower.ir import Node, Program
+from fqlower.ir import Node, ProgramView
 from fqlower.passes.common import (
     ModuleSwapPass,
     from_reference,
@@ -68,7 +68,7 @@ def padding_by_name(conv: object) -> Miss | None:
     return None
 
 
-def relu_is_implied(program: Program, quantize: Node, zero_point: Node) -> bool:
+def relu_is_implied(program: ProgramView, quantize: Node, zero_point: Node) -> bool:
     """True when quantizing already maps every negative value to the same code as zero."""
     dtype = quantize.arg(3, "dtype")
     value = program.constants.get(zero_point.target)
@@ -78,7 +78,7 @@ def relu_is_implied(program: Program, quantize: Node, zero_point: Node) -> bool:
         return False
 
 
-def _other_inputs_code(program: Program, reference: Node) -> Code:
+def _other_inputs_code(program: ProgramView, reference: Node) -> Code:
     """What torch does with a reference module call that takes other inputs than one
     positional tensor: it asserts there is a first positional input, skips the call
     when that is no dequantize, asserts there is only one, and keeps keyword inputs on
@@ -90,7 +90,7 @@ def _other_inputs_code(program: Program, reference: Node) -> Code:
     return Code.TORCH_CRASHES if len(reference.args) > 1 else Code.TORCH_MODEL_CRASHES
 
 
-def match(program: Program, quantize: Node) -> Match | Miss | None:
+def match(program: ProgramView, quantize: Node) -> Match | Miss | None:
     reference, relu = quantized_op_behind(program, quantize)
     if reference is None or reference.op != "call_module":
         return None
@@ -117,7 +117,7 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     return found
 
 
-def with_kept_relu(program: Program, found: Match, quantize: Node, relu: Node) -> Match:
+def with_kept_relu(program: ProgramView, found: Match, quantize: Node, relu: Node) -> Match:
     """`found`, marked as a departure from torch when its relu must stay: torch drops
     every relu between the op and its quantize, which lets negative values through
     when the output quantization does not clamp at zero."""
@@ -130,7 +130,7 @@ def with_kept_relu(program: Program, found: Match, quantize: Node, relu: Node) -
     return attrs.evolve(found, code=Code.TORCH_WRONG_RESULT, reason=reason)
 
 
-def rewrite(program: Program, found: Match) -> list[Edit]:
+def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     roles = found.bindings
     reference = program.node(roles["reference"])
     dequantize = program.node(roles["dequantize"])

@@ -22,7 +22,7 @@ from __future__ import annotations
 import builtins
 
 from fqlower.edits import Edit, SetArgs
-from fqlower.ir import Node, Program, Ref
+from fqlower.ir import Node, ProgramView, Ref
 from fqlower.passes.common import bindings, is_call_function, is_call_method, is_dequantize
 from fqlower.pipeline import Match, Miss, Rule, RulePass
 from fqlower.reasons import Code
@@ -30,7 +30,7 @@ from fqlower.reasons import Code
 TENSOR_INFO_METHODS = ("shape", "size")
 
 
-def _dequantized_receiver(program: Program, reader: Node, what: str) -> Match | Miss | None:
+def _dequantized_receiver(program: ProgramView, reader: Node, what: str) -> Match | Miss | None:
     """A match when `reader`'s first argument is a dequantize of a node."""
     if not reader.args:
         return Miss(f"{what} {reader.name!r} has no positional arguments (torch reads args[0]: IndexError)", Code.TORCH_CRASHES)
@@ -45,7 +45,7 @@ def _dequantized_receiver(program: Program, reader: Node, what: str) -> Match | 
     return Match(reader.name, bindings(reader=reader.name, dequantize=dequantize.name))
 
 
-def match_getattr(program: Program, node: Node) -> Match | Miss | None:
+def match_getattr(program: ProgramView, node: Node) -> Match | Miss | None:
     if node.op != "call_function" or node.target is not builtins.getattr:
         return None
     if len(node.args) < 2:
@@ -56,13 +56,13 @@ def match_getattr(program: Program, node: Node) -> Match | Miss | None:
     return _dequantized_receiver(program, node, "getattr")
 
 
-def match_tensor_info(program: Program, node: Node) -> Match | Miss | None:
+def match_tensor_info(program: ProgramView, node: Node) -> Match | Miss | None:
     if node.op != "call_method" or node.target not in TENSOR_INFO_METHODS:
         return None
     return _dequantized_receiver(program, node, f".{node.target}()")
 
 
-def rewrite(program: Program, found: Match) -> list[Edit]:
+def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     reader = program.node(found.bindings["reader"])
     source = program.node(found.bindings["dequantize"]).args[0]
     return [SetArgs(reader.name, (source, *reader.args[1:]), reader.kwargs)]

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
-from fqlower.ir import Node, Program
+from fqlower.ir import Node, ProgramView
 from fqlower.passes.common import (
     ModuleSwapPass,
     dequantize_sources,
@@ -31,7 +31,7 @@ from fqlower.patterns import STATIC_TWO_INPUT_FUSED_MODULES
 from fqlower.pipeline import Match, Miss
 
 
-def match(program: Program, quantize: Node) -> Match | Miss | None:
+def match(program: ProgramView, quantize: Node) -> Match | Miss | None:
     if not is_quantize_per_tensor(quantize):
         return None
     reference = node_of(program, quantize.arg(0, "input"))
@@ -53,7 +53,7 @@ def match(program: Program, quantize: Node) -> Match | Miss | None:
     return output_qparams_match(program, quantize, reference=reference.name)
 
 
-def rewrite(program: Program, found: Match) -> list[Edit]:
+def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     roles = found.bindings
     reference = program.node(roles["reference"])
     scale, zero_point = program.node(roles["scale"]), program.node(roles["zero_point"])

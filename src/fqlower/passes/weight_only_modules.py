@@ -14,14 +14,14 @@ recorded skip: torch 2.13's quantized EmbeddingBag always calls its kernel with 
 from __future__ import annotations
 
 from fqlower.edits import Edit, SetModule
-from fqlower.ir import Node, Program
+from fqlower.ir import Node, ProgramView
 from fqlower.passes.common import bindings, from_reference, is_call_module, module_of, source_of_module
 from fqlower.patterns import WEIGHT_ONLY_MODULES
 from fqlower.passes.kernel_bugs import embedding_bag_problem
 from fqlower.pipeline import Match, Miss, rule_pass
 
 
-def match(program: Program, reference: Node) -> Match | Miss | None:
+def match(program: ProgramView, reference: Node) -> Match | Miss | None:
     module = module_of(program, reference)
     if reference.op != "call_module" or type(module) not in WEIGHT_ONLY_MODULES:
         return None
@@ -31,7 +31,7 @@ def match(program: Program, reference: Node) -> Match | Miss | None:
     return Match(reference.name, bindings(reference=reference.name))
 
 
-def rewrite(program: Program, found: Match) -> list[Edit]:
+def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     reference = program.node(found.anchor)
     quantized = WEIGHT_ONLY_MODULES[type(module_of(program, reference))]
     return [SetModule(reference.target, from_reference(quantized, source_of_module(program, reference.target)))]
