@@ -11,6 +11,7 @@ import torch
 import torch.fx
 
 from fqlower.changelog import PROVENANCE, Change, ChangeLog, apply_log, without_change_hashes
+from fqlower.edits import SetConstant
 from fqlower.emit import to_fx
 from fqlower.errors import UnsupportedInput
 from fqlower.ir import Program, from_fx, gc_paused
@@ -138,7 +139,7 @@ def _emit(program: Program, changes: Sequence[Change], keep_original_weights: bo
         # nodes no change touched came from the reference node of the same name
         node.meta.setdefault(PROVENANCE, {"pass": None, "rule": None, "anchor": None, "from": (node.name,)})
     if keep_original_weights:
-        packed = [change.edits[0].attr for change in changes if change.pass_name == "fold-weights"]
+        packed = [edit.attr for change in changes if change.pass_name == "fold-weights" for edit in change.edits[:1] if isinstance(edit, SetConstant)]
         setattr(module, ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup(program, packed))
     return module
 

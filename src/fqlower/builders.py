@@ -35,7 +35,7 @@ from torch.nn.modules.utils import _pair, _single, _triple
 from fqlower.names import qualified_name
 
 # quantized conv class -> (reference conv class, tuple parser of its __init__, prepack op)
-_CONVS: dict[type, tuple[type, Callable[[Any], tuple], Any]] = {
+_CONVS: dict[type, tuple[Any, Callable[[Any], tuple], Any]] = {
     nnq.Conv1d: (nnqr.Conv1d, _single, torch.ops.quantized.conv1d_prepack),
     nnq.Conv2d: (nnqr.Conv2d, _pair, torch.ops.quantized.conv2d_prepack),
     nnq.Conv3d: (nnqr.Conv3d, _triple, torch.ops.quantized.conv3d_prepack),
@@ -52,7 +52,7 @@ _FUSED_CONVS: dict[type, type] = {
 _FUSED_REFERENCES = (nni.ConvReLU1d, nni.ConvReLU2d, nni.ConvReLU3d, nni.ConvAdd2d, nni.ConvAddReLU2d, nni.LinearReLU, nni.LinearTanh)
 
 
-def _new_module(cls: type) -> torch.nn.Module:
+def _new_module(cls: type[torch.nn.Module]) -> torch.nn.Module:
     """An instance of `cls` with only `torch.nn.Module.__init__` run."""
     module = cls.__new__(cls)
     torch.nn.Module.__init__(module)

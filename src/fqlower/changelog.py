@@ -210,7 +210,7 @@ def decode(data: Any) -> Any:
     if not isinstance(data, dict) or not data:
         raise ChangeLogError(f"unexpected value in change log: {data!r}")
     tag = next(key for key in data if key.startswith("$")) if any(k.startswith("$") for k in data) else None
-    payload = data.get(tag) if tag else None
+    payload: Any = data.get(tag) if tag else None
     if tag == "$float":
         return float(payload)
     if tag == "$ref":
@@ -311,7 +311,7 @@ def _edit_json(edit: Edit) -> dict[str, Any]:
 
 
 def _edit_from(data: dict[str, Any]) -> Edit:
-    kind = _EDIT_KINDS.get(data.get("edit"))
+    kind = _EDIT_KINDS.get(str(data.get("edit")))
     if kind is None:
         raise ChangeLogError(f"unknown edit kind {data.get('edit')!r} in change log")
     values = {}

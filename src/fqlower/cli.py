@@ -33,7 +33,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -144,7 +144,8 @@ def _reduce_quantized_conv(conv: Any) -> Any:
         inspect.signature(type(conv)).bind(**kwargs)
     except TypeError:
         return NotImplemented
-    return functools.partial(type(conv), **kwargs), (), conv.__getstate__()
+    cls: Any = type(conv)  # (mypy reads type() of an Any as not callable)
+    return functools.partial(cls, **kwargs), (), conv.__getstate__()
 
 
 def _reduce_graph_module(module: Any) -> Any:
@@ -168,11 +169,11 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-_PICKLE_MODULE = types.ModuleType("fqlower_pickle")
-_PICKLE_MODULE.Pickler = _Pickler  # type: ignore[attr-defined]
-_PICKLE_MODULE.Unpickler = pickle.Unpickler  # type: ignore[attr-defined]
-_PICKLE_MODULE.dump = pickle.dump  # type: ignore[attr-defined]
-_PICKLE_MODULE.load = pickle.load  # type: ignore[attr-defined]
+_PICKLE_MODULE: Any = types.ModuleType("fqlower_pickle")  # a module made here: its attributes are ours to set
+_PICKLE_MODULE.Pickler = _Pickler
+_PICKLE_MODULE.Unpickler = pickle.Unpickler
+_PICKLE_MODULE.dump = pickle.dump
+_PICKLE_MODULE.load = pickle.load
 
 
 def save_module(module: Any, path: Path) -> None:
@@ -371,7 +372,7 @@ def _reference_from_float(args: argparse.Namespace) -> Any:
     from fqlower.reference import reference_model
 
     model = _load_float_model(args.model)
-    inputs = _inputs(args)
+    inputs = cast(tuple[Any, ...], _inputs(args))  # main() refuses --model without inputs
     recipe = args.qconfig or "fbgemm"
     mapping, backend_config = _qconfig_recipe(recipe)
     _progress(args, f"quantizing {args.model} ({recipe}): prepare, calibrate on {_describe_inputs(inputs)}, convert to reference")

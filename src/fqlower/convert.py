@@ -34,7 +34,7 @@ __all__ = ["convert_fx", "lowering_hook"]
 
 # ``torch.ao.quantization.fx.convert`` as an attribute is the function ``convert``
 # (re-exported by the package), which shadows the submodule.
-_CONVERT_MODULE = importlib.import_module("torch.ao.quantization.fx.convert")
+_CONVERT_MODULE: Any = importlib.import_module("torch.ao.quantization.fx.convert")  # lower_to_fbgemm is set on it
 
 Lowerer = Callable[[torch.fx.GraphModule, Mapping[str, Any], Mapping[str, tuple[str, type]], bool], torch.fx.GraphModule]
 

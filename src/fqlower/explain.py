@@ -284,7 +284,7 @@ def native_kind(program: Program, node: Node) -> str | None:
     """What a node runs natively ("torch.ao.nn.quantized...Linear", "quantized::add"), or None."""
     if node.op == "call_module":
         cls = _module_class(program, node)
-        return f"{cls.__module__}.{cls.__qualname__}" if _is_native_class(cls) else None  # type: ignore[union-attr]
+        return f"{cls.__module__}.{cls.__qualname__}" if cls is not None and _is_native_class(cls) else None
     if node.op == "call_function" and _is_quantized_op(node.target):
         return format_target(node.target).removeprefix("torch.ops.").replace(".", "::", 1)
     return None
@@ -372,7 +372,7 @@ def weighted_ops(program: Program) -> list[tuple[Node, str, list[torch.Tensor]]]
     """(node, kind, parameter tensors) for every weighted op of a (reference) program."""
     from fqlower.passes.prepack import bind
 
-    found = []
+    found: list[tuple[Node, str, list[torch.Tensor]]] = []
     for node in program.nodes():
         if node.op == "call_module":
             module = program.modules.get(node.target)
@@ -442,8 +442,8 @@ def _float_side(program: Program, node: Node, kind: str) -> tuple[list[Node], li
         consumers = [program.node(user) for user in program.users(node.name)]
         source = program.node(node.args[0].name) if node.args and isinstance(node.args[0], Ref) else None
         round_trip = source is not None and (_is_quantizer(source) or _is_to_float16(source))
-        if round_trip and source.args and isinstance(source.args[0], Ref):  # type: ignore[union-attr]
-            producers = [program.node(source.args[0].name)]  # type: ignore[union-attr]
+        if source is not None and round_trip and source.args and isinstance(source.args[0], Ref):
+            producers = [program.node(source.args[0].name)]
     else:
         if node.args and isinstance(node.args[0], Ref):
             producers = [program.node(node.args[0].name)]
@@ -537,9 +537,9 @@ def explain_leftover(
     for skip in skips_by_node.get(node.name, ()):
         skips[skip] = None
     for neighbour, is_producer in [(p, True) for p in producers] + [(c, False) for c in consumers]:
-        boundary = _boundary_reason(program, neighbour, is_producer)
-        if boundary is not None:
-            boundaries[boundary] = None
+        boundary_reason = _boundary_reason(program, neighbour, is_producer)
+        if boundary_reason is not None:
+            boundaries[boundary_reason] = None
             continue
         problems += 1
         near = [skip for name in _anchors_of(program, neighbour) for skip in skips_by_node.get(name, ())]

@@ -30,7 +30,8 @@ from fqlower.names import qualified_name
 
 # id(tensor) -> (weak reference, version, data pointer, digest). Keyed by id because a
 # WeakKeyDictionary compares tensors with ==, which is elementwise.
-_DigestCache = dict[int, tuple[weakref.ref, int, int, str]]
+# (and ("kind", id(obj)) -> (weak reference, value) for `_memo`)
+_DigestCache = dict[Any, tuple[Any, ...]]
 _active_cache: contextvars.ContextVar[_DigestCache | None] = contextvars.ContextVar("fqlower_digests", default=None)
 
 
@@ -54,15 +55,15 @@ def _memo(kind: str, obj: Any, compute: Any) -> Any:
     if cache is None:
         return compute()
     key = (kind, id(obj))
-    hit = cache.get(key)  # type: ignore[call-overload]
+    hit = cache.get(key)
     if hit is not None and hit[0]() is obj:
         return hit[-1]
     value = compute()
     try:
-        reference = weakref.ref(obj, lambda _: cache.pop(key, None))  # type: ignore[call-overload]
+        reference = weakref.ref(obj, lambda _: cache.pop(key, None))
     except TypeError:
         return value
-    cache[key] = (reference, value)  # type: ignore[index]
+    cache[key] = (reference, value)
     return value
 
 
@@ -88,7 +89,7 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     if data.device.type != "meta" and data.layout == torch.strided:
         flat = data.cpu().contiguous().reshape(-1)
         if flat.numel():
-            digest.update(flat.view(torch.uint8).numpy())
+            digest.update(flat.view(torch.uint8).numpy())  # type: ignore[arg-type]  # an ndarray is a buffer; numpy's stubs here do not say so
     elif data.layout != torch.strided:
         digest.update(repr(data).encode())
     result = digest.hexdigest()

@@ -440,7 +440,7 @@ def import_arg(value: Any) -> Any:
 def _import_items(values: Iterable[Any]) -> tuple[Any, ...]:
     """import_arg of each item, as a tuple. Inlines the two common kinds (nodes and
     atoms): a node's args are mostly those, and a call per item is most of the cost."""
-    items = []
+    items: list[Any] = []
     append = items.append
     fx_node = torch.fx.Node
     for value in values:

@@ -55,7 +55,7 @@ def _state_dict_order(paths: list[str], program: Program) -> list[torch.Tensor]:
         node.setdefault(field, program.originals[path])
 
     def walk(node: dict[str, Any]) -> list[torch.Tensor]:
-        values = [v for v in node.values() if isinstance(v, torch.nn.Parameter)]
+        values: list[torch.Tensor] = [v for v in node.values() if isinstance(v, torch.nn.Parameter)]
         values += [v for v in node.values() if isinstance(v, torch.Tensor) and not isinstance(v, torch.nn.Parameter)]
         for child in node.values():
             if isinstance(child, dict):
@@ -67,9 +67,8 @@ def _state_dict_order(paths: list[str], program: Program) -> list[torch.Tensor]:
 
 def original_weights(program: Program, spec: Build) -> list[torch.Tensor | None]:
     paths = [node.path for node in reversed(_trace_back(spec)) if isinstance(node, Original)]
-    weights: list[torch.Tensor | None] = sorted(
-        _state_dict_order(list(dict.fromkeys(paths)), program), key=lambda tensor: tensor.numel(), reverse=True
-    )
+    ordered = sorted(_state_dict_order(list(dict.fromkeys(paths)), program), key=lambda tensor: tensor.numel(), reverse=True)
+    weights: list[torch.Tensor | None] = list(ordered)
     if len(weights) == 1:
         weights.append(None)  # no bias
     return weights

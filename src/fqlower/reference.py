@@ -40,7 +40,7 @@ __all__ = ["ReferenceModel", "reference_model", "torch_lowering"]
 # ``torch.ao.quantization.fx.convert`` as an *attribute* is the function
 # ``convert`` (re-exported by the package ``__init__``), which shadows the
 # submodule; the module object has to come from the import system.
-_CONVERT_MODULE = importlib.import_module("torch.ao.quantization.fx.convert")
+_CONVERT_MODULE: Any = importlib.import_module("torch.ao.quantization.fx.convert")  # lower_to_fbgemm is set on it
 
 
 @attrs.frozen

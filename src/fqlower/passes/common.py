@@ -7,6 +7,7 @@ which only computes new args.
 from __future__ import annotations
 
 import functools
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import attrs
@@ -190,7 +191,7 @@ def bindings(**roles: str | None) -> FrozenDict:
     return FrozenDict({role: name for role, name in roles.items() if name is not None})
 
 
-def fresh_name(program: ProgramView, preferred: str, taken: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+def fresh_name(program: ProgramView, preferred: str, taken: AbstractSet[str] = frozenset()) -> str:
     """`preferred`, or `preferred_1`, `preferred_2`, ... : the first that no node has."""
     name, suffix = preferred, 0
     while name in program or name in taken:

@@ -16,6 +16,8 @@ to the input's quantization range (measured: outputs in [-15.5, 19.1] came back 
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import attrs
 import torch
 import torch.nn as nn
@@ -35,7 +37,7 @@ from fqlower.passes.common import (
     weight_dtype,
     weight_quantization_problem,
 )
-from fqlower.passes.prepack import bind, prepack_call
+from fqlower.passes.prepack import Prepack, bind, prepack_call
 from fqlower.patterns import DYNAMIC_FUNCTIONALS
 from fqlower.pipeline import Match, Miss, rule_pass
 from fqlower.reasons import Code
@@ -109,7 +111,9 @@ def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     quantized_weight = program.node(roles["weight_quantize"])
     pattern_input, activation_dtype, reduce_range = dynamic.args
     plain_op, relu_op = DYNAMIC_FUNCTIONALS[function.target][(activation_dtype, weight_dtype(quantized_weight))]
-    prepack_op, prepack_args = prepack_call(function.target, bind(function), Ref(quantized_weight.name), weight_dtype(quantized_weight))
+    # match read the call and found its prepack op
+    params = cast(dict[str, Any], bind(function))
+    prepack_op, prepack_args = cast(Prepack, prepack_call(function.target, params, Ref(quantized_weight.name), weight_dtype(quantized_weight)))
     prepack_name = fresh_name(program, f"{function.name}_prepack")
     is_int8 = activation_dtype != torch.float16
     op_args = (pattern_input, Ref(prepack_name), reduce_range) if is_int8 else (pattern_input, Ref(prepack_name))

@@ -14,6 +14,8 @@ takes what the reference module took), as in torch.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from fqlower.edits import Edit, SetArgs, SetModule
@@ -80,7 +82,8 @@ def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     module = module_of(program, reference)
     if isinstance(module, Build):  # swapped for an earlier call
         return [reroute]
-    return [SetModule(reference.target, from_reference(quantized_class(module), source_of_module(program, reference.target))), reroute]
+    quantized = cast(type, quantized_class(module))  # match found one
+    return [SetModule(reference.target, from_reference(quantized, source_of_module(program, reference.target))), reroute]
 
 
 LOWER_DYNAMIC_MODULES = rule_pass("lower-dynamic-modules", match, rewrite, is_call_module)

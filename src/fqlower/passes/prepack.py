@@ -51,7 +51,11 @@ def _int_tuple(value: Any, dims: int) -> tuple[int, ...] | None:
     return None
 
 
-def prepack_call(function: Any, params: dict[str, Any], quantized_weight: Ref, weight_dtype: Any) -> tuple[Any, tuple[Any, ...]] | Miss:
+Prepack = tuple[Any, tuple[Any, ...]]
+"""A prepack op and its positional args."""
+
+
+def prepack_call(function: Any, params: dict[str, Any], quantized_weight: Ref, weight_dtype: Any) -> Prepack | Miss:
     """(prepack op, its positional args) for a bound call, or why there is none."""
     bias = params["bias"]
     if function is F.linear:

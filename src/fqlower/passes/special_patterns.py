@@ -184,8 +184,12 @@ def _bypass(value: Any, dequantize: list[Node]) -> Any:
     """`value` with each dequantize replaced by its input, one after the other
     (torch's `replace_input_with`, every occurrence)."""
     for node in dequantize:
-        value = map_arg(value, lambda ref, node=node: node.args[0] if ref.name == node.name else ref)
+        value = map_arg(value, functools.partial(_bypass_one, node))
     return value
+
+
+def _bypass_one(dequantize: Node, ref: Ref) -> Any:
+    return dequantize.args[0] if ref.name == dequantize.name else ref
 
 
 def classify(start: PassStart, program: ProgramView, anchor: Node, check_shared: bool = True) -> Outcome | None:

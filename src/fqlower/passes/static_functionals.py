@@ -16,6 +16,8 @@ quantization clamps at zero anyway, and otherwise kept after the op.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import attrs
 
 
@@ -33,7 +35,7 @@ from fqlower.passes.common import (
     weight_dtype,
     weight_quantization_problem,
 )
-from fqlower.passes.prepack import bind, prepack_call
+from fqlower.passes.prepack import Prepack, bind, prepack_call
 from fqlower.passes.static_modules import with_kept_relu
 from fqlower.patterns import STATIC_FUNCTIONALS, WEIGHT_QUANTIZER_ARGS
 from fqlower.pipeline import Match, Miss, rule_pass
@@ -90,8 +92,10 @@ def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     roles = found.bindings
     function = program.node(roles["function"])
     quantize = program.node(roles["quantize"])
-    prepack_op, prepack_args = prepack_call(
-        function.target, bind(function), Ref(roles["weight_quantize"]), weight_dtype(program.node(roles["weight_quantize"]))
+    # match read the call and found its prepack op
+    params = cast(dict[str, Any], bind(function))
+    prepack_op, prepack_args = cast(
+        Prepack, prepack_call(function.target, params, Ref(roles["weight_quantize"]), weight_dtype(program.node(roles["weight_quantize"])))
     )
     plain_op, relu_op = STATIC_FUNCTIONALS[function.target]
     relu = roles.get("relu")

@@ -18,6 +18,8 @@ lets negative values through.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import attrs
 import torch
 
@@ -71,7 +73,7 @@ def padding_by_name(conv: object) -> Miss | None:
 def relu_is_implied(program: ProgramView, quantize: Node, zero_point: Node) -> bool:
     """True when quantizing already maps every negative value to the same code as zero."""
     dtype = quantize.arg(3, "dtype")
-    value = program.constants.get(zero_point.target)
+    value: Any = program.constants.get(zero_point.target)
     try:
         return int(value) == torch.iinfo(dtype).min
     except (TypeError, ValueError, RuntimeError):
@@ -135,7 +137,7 @@ def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     reference = program.node(roles["reference"])
     dequantize = program.node(roles["dequantize"])
     scale, zero_point = program.node(roles["scale"]), program.node(roles["zero_point"])
-    quantized = quantized_class(module_of(program, reference))
+    quantized = cast(type, quantized_class(module_of(program, reference)))  # match found one
     spec = from_reference(
         quantized,
         source_of_module(program, reference.target),
