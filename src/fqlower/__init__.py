@@ -6,7 +6,7 @@ backend as a pure-functional rewrite of an immutable IR.
     lowered = fqlower.to_fx(result.program)
 """
 
-__version__ = "0.1.0"
+from fqlower.version import __version__
 
 from fqlower.api import Lowering, lower, lower_to_native_backend, replay
 from fqlower.changelog import Change, ChangeLog, Skip, apply_log

@@ -43,6 +43,7 @@ from fqlower.fingerprint import describe, digest_cache, fingerprint, node_line
 from fqlower.ir import Build, FrozenDict, ListArg, Node, Original, Program, ProgramView, Ref
 from fqlower.names import qualified_name, resolve
 from fqlower.reasons import Code
+from fqlower.version import __version__
 from fqlower.vocabulary import model_vocabulary, names_in, pass_vocabulary
 
 SCHEMA = 1
@@ -90,8 +91,6 @@ class PassRecord:
 
 
 def _versions() -> FrozenDict:
-    from fqlower import __version__
-
     return FrozenDict(
         (("fqlower", __version__), ("torch", torch.__version__.split("+")[0]), ("python", platform.python_version()))
     )

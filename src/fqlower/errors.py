@@ -9,12 +9,21 @@ repr wall.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from fqlower.ir import Program
+from collections.abc import Callable
+from typing import Any
 
 CONTEXT_LINES = 3
+# How an error prints the program around its node: fqlower.ir installs its printer
+# when it loads (the IR imports the errors; the errors import nothing of fqlower).
+Excerpt = Callable[[Any, str, int], str]
+_excerpt: Excerpt | None = None
+
+
+def set_excerpt_printer(printer: Excerpt) -> None:
+    global _excerpt
+    _excerpt = printer
+
+
 STACK_TRACE_FRAMES = 2  # the innermost frames of a node's FX stack trace outside the tracer
 TRACER_FRAME = f"{os.sep}torch{os.sep}fx{os.sep}"
 
@@ -23,8 +32,10 @@ class FqlowerError(Exception):
     """Base class of every error fqlower raises on purpose."""
 
     def __init__(
-        self, message: str, *, node: str | None = None, program: Program | None = None, stack_trace: str | None = None
+        self, message: str, *, node: str | None = None, program: Any = None, stack_trace: str | None = None
     ):
+        # `program`: the fqlower.ir.Program at hand, shown around `node` (Any: this module
+        # sits below the IR)
         super().__init__(message)
         self.message = message
         self.node = node
@@ -34,10 +45,9 @@ class FqlowerError(Exception):
     def __str__(self) -> str:
         if self.node is None:
             return self.message
-        from fqlower.ir import format_program_around
-
         parts = [self.message]
-        excerpt = format_program_around(self.program, self.node, CONTEXT_LINES) if self.program is not None else ""
+        printer = _excerpt
+        excerpt = printer(self.program, self.node, CONTEXT_LINES) if printer is not None and self.program is not None else ""
         if excerpt:
             parts.append(excerpt)
         source = self.source()

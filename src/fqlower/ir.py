@@ -25,7 +25,7 @@ import torch
 import torch.fx
 from pyrsistent import PMap, pmap
 
-from fqlower.errors import IRError, UnsupportedInput
+from fqlower.errors import IRError, UnsupportedInput, set_excerpt_printer
 
 OPS = frozenset({"placeholder", "get_attr", "call_function", "call_method", "call_module", "output"})
 
@@ -775,6 +775,8 @@ def format_program_around(program: Program, name: str, context_lines: int) -> st
         lines.append(f"{marker} {format_node(program.graph.nodes[order[index]], program)}")
     return "\n".join(lines)
 
+
+set_excerpt_printer(format_program_around)  # what an FqlowerError shows around its node
 
 __all__ = [
     "EMPTY",
