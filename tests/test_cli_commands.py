@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 import fqlower
 from fqlower import cli
+import fqlower.cli.lowering  # noqa: F401  (cli.lowering: the stage whose threshold a test lowers)
 from fqlower.compare import ModelSnapshot, lowering_differences
 from fqlower.errors import FqlowerError
 
@@ -175,7 +176,7 @@ def test_bisect_inputs_from_flags_and_files(work, tmp_path):
 
 def test_big_models_report_each_pass(work, monkeypatch):
     folder, _ = work
-    monkeypatch.setattr(cli, "LARGE_MODEL_NODES", 10)
+    monkeypatch.setattr(cli.lowering, "LARGE_MODEL_NODES", 10)
     code, _, err = run("lower", folder / "ref.pt")
     assert code == 0
     assert "  [1/12] lower-static-modules" in err and "  [12/12] eliminate-dead-code" in err
