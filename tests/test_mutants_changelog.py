@@ -23,6 +23,7 @@ import torch
 from helpers import call, tiny_program
 
 import fqlower
+import fqlower.changelog.recording
 from fqlower import (
     AddNode,
     Change,
@@ -326,7 +327,7 @@ def test_a_change_whose_matched_subgraph_differs_points_at_its_anchor():
     change = neg_instead_of_relu(matched="0" * 16)
     log = with_entries(log_of(program, neg_instead_of_relu()), change)
     error = replay_refusal(program, log)
-    real = fqlower.changelog._subgraph_hash(program, ["relu"])
+    real = fqlower.changelog.recording._subgraph_hash(program, ["relu"])
     assert error.message == (
         f"change 1 (swap-relu/relu-to-neg at 'relu'): the subgraph it matched hashes to {real}, the log says 0000000000000000"
     )

@@ -1,0 +1,33 @@
+"""The change log: what each pass did, as data that replays without matching.
+
+A log is JSON Lines: a header line (schema, versions, pipeline, fingerprints of the
+input, after each pass, and of the output) and one line per entry, either a
+`Change` (pass, rule, anchor node, bindings, edits) or a `Skip` (pass, rule, node,
+reason). Writing is canonical (sorted keys, no spaces), so the same lowering gives
+byte-identical logs in any process. Values are written with type tags
+(`{"$ref": "x"}`, `{"$tuple": [...]}`, `{"$name": "operator.add"}`, ...) so that
+`ChangeLog.loads(log.dumps()) == log`.
+"""
+
+from fqlower.changelog.records import SCHEMA, Change, ChangeLog, Entry, Header, PassRecord, Skip
+from fqlower.changelog.recording import PROVENANCE, record_all, record_change, record_into, without_change_hashes
+from fqlower.changelog.replay import apply_log
+from fqlower.changelog.values import decode, encode
+
+__all__ = [
+    "PROVENANCE",
+    "SCHEMA",
+    "Change",
+    "ChangeLog",
+    "Entry",
+    "Header",
+    "PassRecord",
+    "Skip",
+    "apply_log",
+    "decode",
+    "encode",
+    "record_all",
+    "record_change",
+    "record_into",
+    "without_change_hashes",
+]
