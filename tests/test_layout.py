@@ -1,6 +1,6 @@
-"""The package's shape: no import cycle anywhere in src/fqlower, function-level and
-type-checking imports included (a module low in the stack, such as the errors, must
-not reach up into the IR to print itself)."""
+"""The package's shape: modules of at most 400 lines, and no import cycle anywhere in
+src/fqlower, function-level and type-checking imports included (a module low in the
+stack, such as the errors, must not reach up into the IR to print itself)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,11 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import():
 
 def test_the_errors_import_nothing_of_fqlower():
     assert import_graph()["fqlower.errors"] == set()
+
+
+MODULE_LINES = 400
+
+
+def test_every_module_of_the_package_is_at_most_400_lines():
+    long = {module_name(path): n for path in PACKAGE.rglob("*.py") if (n := len(path.read_text().splitlines())) > MODULE_LINES}
+    assert long == {}, f"modules over {MODULE_LINES} lines: {long}"
