@@ -29,7 +29,7 @@ from torch.ao.quantization import QConfigMapping, default_dynamic_qconfig, get_d
 
 import test_pass_binary_ops as binary_tests
 import test_pass_modules as module_tests
-import test_pass_special_patterns as special_tests
+import test_special_pattern_regressions as special_tests
 import zoo
 
 import fqlower
