@@ -497,3 +497,25 @@ def test_snapshot_reports_a_changed_module_attribute_outside_the_state():
     gm.act.negative_slope = 0.2
     assert not values_equal(before, gm(X))
     assert snapshot.differences(gm) != []
+
+
+@pytest.mark.parametrize("dtype", [torch.complex32, torch.float4_e2m1fn_x2, torch.float16, torch.complex64])
+def test_regression_tensors_of_dtypes_torch_equal_cannot_compare_on_cpu_are_compared(dtype):
+    # found by mutation testing: torch.equal has no CPU kernel for complex32 and
+    # float4_e2m1fn_x2, and values_equal raised instead of answering
+    zeros = torch.zeros(4, dtype=torch.uint8).view(dtype) if dtype.itemsize == 1 else torch.zeros(4, dtype=dtype)
+    assert values_equal(zeros, zeros.clone())
+    if dtype is not torch.float4_e2m1fn_x2:  # (no arithmetic for it: only the equal case)
+        assert not values_equal(zeros, zeros + 1)
+    root = nn.Module()
+    root.register_buffer("z", zeros)
+    graph = torch.fx.Graph()
+    graph.output((graph.placeholder("x"), graph.get_attr("z")))
+    gm = torch.fx.GraphModule(root, graph)
+    assert ModelSnapshot.of(gm).differences(gm) == []
+
+
+def test_values_equal_takes_a_nan_as_itself_and_signed_zeros_as_equal_but_not_one_ulp_apart():
+    nan = torch.tensor([float("nan"), -0.0, 1.0])
+    assert values_equal(nan, nan.clone()) and values_equal(torch.tensor([0.0]), torch.tensor([-0.0]))
+    assert not values_equal(torch.tensor([1.0]), torch.tensor([1.0 + 2**-23]))
