@@ -49,7 +49,7 @@ property-thorough: $(STAMP)
 
 # Mutation testing of the passes, edits, change log and compare (docs/mutation.md); not
 # part of CI. mutants/ starts afresh: mutmut never refreshes the unmutated copies of
-# src/ it keeps there. MUTANTS narrows the run, e.g. MUTANTS='fqlower.edits.*'.
+# src/ it keeps there. MUTANTS narrows the run, e.g. MUTANTS='fqlower.engine.*'.
 MUTMUT_CHILDREN ?= 2
 MUTANTS ?=
 mutation: $(STAMP)

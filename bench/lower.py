@@ -213,7 +213,7 @@ def stage_ms(case: Case) -> dict[str, float]:
     """CPU milliseconds of `lower()`'s stages: from_fx, the passes with the log (fingerprints
     and per-change hashes), to_fx; and the passes alone, as the drop-in runs them."""
     from fqlower.api import _emit
-    from fqlower.changelog import without_change_hashes
+    from fqlower.log import without_change_hashes
     from fqlower.ir import from_fx, gc_paused
     from fqlower.passes import default_pipeline
 
@@ -362,7 +362,7 @@ def snapshot_memory(case: Case) -> tuple[float, float, float]:
     """(MB of one program, MB of the input program plus every per-pass snapshot, ratio),
     by tracemalloc. Modules and tensors are shared with the input model and not counted."""
     from fqlower.passes import default_pipeline
-    from fqlower.pipeline import Snapshots
+    from fqlower.engine.pipeline import Snapshots
 
     pipeline = default_pipeline()
     gc.collect()

@@ -1,6 +1,6 @@
 """Law: the draft engine equals the engine before it, on generated models.
 
-One draft per pass (fqlower.draft) must give byte for byte what one immutable
+One draft per pass (fqlower.engine.draft) must give byte for byte what one immutable
 program per change gave (tests/per_change_engine.py, the old driver kept as the
 oracle): the same change log (`dumps()`: fingerprints, per-change hashes,
 provenance), emitted code, node names and meta, module types and state_dict.

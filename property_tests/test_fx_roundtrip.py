@@ -26,10 +26,10 @@ from fqlower.compare import (
     state_dict_differences,
     values_equal,
 )
-from fqlower.draft import apply
-from fqlower.edits import SetArgs
+from fqlower.engine.draft import apply
+from fqlower.engine.edits import SetArgs
 from fqlower.emit import to_fx
-from fqlower.fingerprint import fingerprint
+from fqlower.log.fingerprint import fingerprint
 from fqlower.ir import Ref, from_fx, map_arg, refs_in
 
 

@@ -16,12 +16,12 @@ from unittest import mock
 import fqlower
 from fqlower.compare import values_equal
 
-from fqlower.changelog import Change, Skip, record_change
-from fqlower.edits import RemoveNode
+from fqlower.log import Change, Skip, record_change
+from fqlower.engine.edits import RemoveNode
 from fqlower.errors import FqlowerError
 from fqlower.ir import FrozenDict, Program
 from fqlower.passes.dead_code import DeadCodeElimination, has_side_effects
-from fqlower.pipeline import Miss, PassResult, RulePass, _with_context
+from fqlower.engine.pipeline import Miss, PassResult, RulePass, _with_context
 
 
 def rule_pass_run(self: RulePass, program: Program) -> PassResult:

@@ -13,7 +13,7 @@ import torch.ao.nn.quantized.reference as nnqr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fqlower.builders import BUILDERS
+from fqlower.emit.builders import BUILDERS
 from fqlower.compare import values_equal
 from fqlower.names import qualified_name
 

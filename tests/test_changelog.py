@@ -34,7 +34,7 @@ from fqlower import (
     apply,
     apply_log,
 )
-from fqlower.changelog import SCHEMA, Header, PassRecord, decode, encode
+from fqlower.log import SCHEMA, Header, PassRecord, decode, encode
 from fqlower.compare import values_equal
 
 EVERY_EDIT = (

@@ -1,4 +1,4 @@
-"""The draft: a pass's working copy of a program (fqlower.draft). Reads see every
+"""The draft: a pass's working copy of a program (fqlower.engine.draft). Reads see every
 batch applied so far, a refused batch leaves it as it was, it never changes its
 input, and a user's pass written against the public API runs on it as the built-in
 ones do.

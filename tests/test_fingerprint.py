@@ -70,7 +70,7 @@ def test_differs_when_a_node_loses_its_qconfig():
 
 
 def test_quantized_tensors_and_packed_weights_are_hashed_by_value():
-    from fqlower.fingerprint import describe
+    from fqlower.log.fingerprint import describe
 
     weight = torch.quantize_per_tensor(torch.randn(4, 4), 0.1, 0, torch.qint8)
     packed = torch.ops.quantized.linear_prepack(weight, None)
@@ -106,7 +106,7 @@ def test_regression_non_persistent_buffers_count():
 
 
 def test_digest_cache_is_scoped_to_a_run():
-    from fqlower.fingerprint import digest_cache
+    from fqlower.log.fingerprint import digest_cache
 
     gm = tiny_gm()
     with digest_cache():

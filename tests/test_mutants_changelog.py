@@ -1,5 +1,5 @@
 """Change logs, down to the exact text: tests written against mutmut's survivors
-in fqlower.changelog (`make mutation`, docs/mutation.md).
+in fqlower.log (`make mutation`, docs/mutation.md).
 
 Each test pins one behaviour the rest of the suite only checked loosely: the exact
 message of every refusal (users read them, and a fuzzer keys on them), the exact
@@ -23,7 +23,7 @@ import torch
 from helpers import call, tiny_program
 
 import fqlower
-import fqlower.changelog.recording
+import fqlower.log.recording
 from fqlower import (
     AddNode,
     Change,
@@ -37,7 +37,7 @@ from fqlower import (
     apply,
     apply_log,
 )
-from fqlower.changelog import Header, PassRecord, decode, encode
+from fqlower.log import Header, PassRecord, decode, encode
 from fqlower.reasons import Code
 
 HEADER = '{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}'
@@ -327,7 +327,7 @@ def test_a_change_whose_matched_subgraph_differs_points_at_its_anchor():
     change = neg_instead_of_relu(matched="0" * 16)
     log = with_entries(log_of(program, neg_instead_of_relu()), change)
     error = replay_refusal(program, log)
-    real = fqlower.changelog.recording._subgraph_hash(program, ["relu"])
+    real = fqlower.log.recording._subgraph_hash(program, ["relu"])
     assert error.message == (
         f"change 1 (swap-relu/relu-to-neg at 'relu'): the subgraph it matched hashes to {real}, the log says 0000000000000000"
     )
@@ -411,7 +411,7 @@ def reads_of_x(*ops, extra=False) -> fqlower.Program:
 
 def hashes(program: fqlower.Program, change: Change) -> tuple[str, str]:
     """(matched, produced) of `change` recorded on `program`."""
-    _, recorded = fqlower.changelog.record_change(program, change)
+    _, recorded = fqlower.log.record_change(program, change)
     return recorded.matched, recorded.produced
 
 
@@ -483,7 +483,7 @@ def test_a_node_a_change_made_records_that_change_and_the_reference_nodes_it_cam
     # test reached, and a cached fixture reaches nothing in the tests after the first
     import zoo
 
-    from fqlower.changelog import PROVENANCE
+    from fqlower.log import PROVENANCE
 
     reference = zoo.case_by_id("FunctionalConvLinear-static_fbgemm").build()
     lowering = fqlower.lower(reference.module, reference.qconfig_map, reference.node_name_to_scope)

@@ -270,7 +270,7 @@ def test_a_module_called_three_times_is_left_at_each_call_naming_the_two_others(
 
 def test_a_module_swapping_pass_tries_its_rule_on_its_candidates_only():
     from fqlower.passes.common import ModuleSwapPass, is_call_module
-    from fqlower.pipeline import Miss
+    from fqlower.engine.pipeline import Miss
 
     def looked_at(program, node):
         return Miss(f"looked at {node.name}")

@@ -1,4 +1,4 @@
-"""Pins of `fqlower.draft.Draft` that the mutation run found unpinned: the reads a
+"""Pins of `fqlower.engine.draft.Draft` that the mutation run found unpinned: the reads a
 draft shares with `Program` (`in`, `node`'s error, `users` of an unknown name,
 `module`, `str`, the graph of an unchanged draft), the program an `IRError` carries
 when an earlier batch was committed (the committed tables, not the refused batch's,

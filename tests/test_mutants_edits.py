@@ -1,5 +1,5 @@
 """Edits, down to the exact result: tests written against mutmut's survivors in
-fqlower.edits (`make mutation`, docs/mutation.md).
+fqlower.engine.edits (`make mutation`, docs/mutation.md).
 
 `SetMeta` is the one edit kind no pass test applies on its own (the pipeline's
 provenance goes through `apply_marked`), so its result is pinned here field by field;
@@ -29,7 +29,7 @@ from fqlower import (
     SetTarget,
     apply,
 )
-from fqlower.draft import apply_marked
+from fqlower.engine.draft import apply_marked
 
 
 def refusal(program, edits) -> IRError:

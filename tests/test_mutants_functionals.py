@@ -23,7 +23,7 @@ from test_pass_special_patterns import Builder
 
 import fqlower
 from fqlower import FrozenDict, ListArg, MoveNode, Ref, RemoveNode, ReplaceUses, SetConstant
-from fqlower.edits import AddNode
+from fqlower.engine.edits import AddNode
 from fqlower.compare import lowering_differences
 from fqlower.passes import FOLD_WEIGHTS, LOWER_DYNAMIC_FUNCTIONALS, LOWER_STATIC_FUNCTIONALS
 from fqlower.passes.fold_weights import attribute_name, expression

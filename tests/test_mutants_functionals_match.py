@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from test_pass_special_patterns import Builder
 
 import fqlower
-from fqlower.changelog import Change, Skip
+from fqlower.log import Change, Skip
 from fqlower.passes import LOWER_DYNAMIC_FUNCTIONALS, LOWER_STATIC_FUNCTIONALS
 from fqlower.passes import dynamic_functionals
 from fqlower.reasons import Code

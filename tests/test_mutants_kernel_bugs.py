@@ -33,7 +33,7 @@ from fqlower.passes.kernel_bugs import (
     kernel_problem,
     view_of_channels_last,
 )
-from fqlower.pipeline import Miss
+from fqlower.engine.pipeline import Miss
 from fqlower.reasons import Code
 from fqlower.reference import quantized_engine
 

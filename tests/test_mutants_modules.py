@@ -28,7 +28,7 @@ from torch.ao.quantization import (
 
 import fqlower
 from fqlower import Build, Original, Ref, RemoveNode, ReplaceUses, SetArgs, SetModule
-from fqlower.edits import AddNode
+from fqlower.engine.edits import AddNode
 from fqlower.passes import LOWER_DYNAMIC_MODULES, LOWER_STATIC_MODULES, LOWER_TWO_INPUT_MODULES, LOWER_WEIGHT_ONLY_MODULES
 from fqlower.reference import reference_model
 

@@ -29,7 +29,7 @@ import fqlower
 from fqlower import Change, FrozenDict, SetArgs
 from fqlower.passes.special_patterns import LOWER_SPECIAL_PATTERNS
 from fqlower.passes.two_input_modules import match
-from fqlower.pipeline import Match, Miss
+from fqlower.engine.pipeline import Match, Miss
 from fqlower.reasons import Code
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")

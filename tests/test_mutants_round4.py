@@ -1,4 +1,4 @@
-"""Round 4 of tests against mutmut's survivors in fqlower.changelog, fqlower.compare
+"""Round 4 of tests against mutmut's survivors in fqlower.log, fqlower.compare
 and fqlower.passes.common (docs/mutation.md).
 
 What they pin:
@@ -35,11 +35,11 @@ from helpers import call
 from test_pass_functionals import dynamic_linear_over, unreadable_packed_weight
 
 import fqlower
-from fqlower.fingerprint import describe, node_line
+from fqlower.log.fingerprint import describe, node_line
 from fqlower import Change, FrozenDict, IRError, Ref, RemoveNode, SetArgs, SetConstant
-from fqlower.changelog import PROVENANCE, decode, record_all, record_change, record_into, without_change_hashes
+from fqlower.log import PROVENANCE, decode, record_all, record_change, record_into, without_change_hashes
 from fqlower.compare import ModelSnapshot
-from fqlower.draft import Draft
+from fqlower.engine.draft import Draft
 from fqlower.passes.common import produced_from_constants
 
 # --- decode: weights-only, whatever the environment says ----------------------------------------

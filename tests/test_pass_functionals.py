@@ -15,7 +15,7 @@ from torch.ao.quantization import QConfigMapping, default_dynamic_qconfig, float
 import fqlower
 from fqlower import Build, Original
 from fqlower.compare import lowering_differences, values_equal
-from fqlower.fingerprint import describe
+from fqlower.log.fingerprint import describe
 from fqlower.passes import FOLD_WEIGHTS, LOWER_DYNAMIC_FUNCTIONALS, LOWER_STATIC_FUNCTIONALS
 from fqlower.reference import reference_model, torch_lowering
 

@@ -23,9 +23,9 @@ from torch.ao.quantization import QConfigMapping, float16_static_qconfig, get_de
 
 import fqlower
 from fqlower import Change, FrozenDict, Original, Ref, RemoveNode, ReplaceUses, SetArgs, SetModule, SetTarget
-from fqlower.changelog import ChangeLog
+from fqlower.log import ChangeLog
 from fqlower.compare import lowering_differences
-from fqlower.edits import AddNode
+from fqlower.engine.edits import AddNode
 from fqlower.ir import format_program
 from fqlower.passes.common import from_reference
 from fqlower.passes.dead_code import ELIMINATE_DEAD_CODE

@@ -133,7 +133,7 @@ def test_every_snapshot_keeps_nodes_in_position_order(case_id):
     import zoo
 
     from fqlower.passes import default_pipeline
-    from fqlower.pipeline import Snapshots
+    from fqlower.engine.pipeline import Snapshots
 
     ref = zoo.case_by_id(case_id).build()
     snapshots = Snapshots()

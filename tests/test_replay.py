@@ -15,7 +15,7 @@ import zoo
 
 import fqlower
 from fqlower import ChangeLog, ReplayMismatch
-from fqlower.changelog import PROVENANCE
+from fqlower.log import PROVENANCE
 from fqlower.compare import state_dict_differences, values_equal
 
 CASE = "ResidualBlock-static_fbgemm"

@@ -9,8 +9,8 @@ backend as a pure-functional rewrite of an immutable IR.
 from fqlower.version import __version__
 
 from fqlower.api import Lowering, lower, lower_to_native_backend, replay
-from fqlower.changelog import Change, ChangeLog, Skip, apply_log
-from fqlower.edits import (
+from fqlower.log import Change, ChangeLog, Skip, apply_log
+from fqlower.engine.edits import (
     AddNode,
     Edit,
     MoveNode,
@@ -22,7 +22,7 @@ from fqlower.edits import (
     SetModule,
     SetTarget,
 )
-from fqlower.draft import Draft, apply
+from fqlower.engine.draft import Draft, apply
 from fqlower.convert import convert_fx
 from fqlower.diff import NodeChanges, diff_dot, diff_text, node_changes, render_svg, snapshots
 from fqlower.emit import to_fx
@@ -34,7 +34,7 @@ from fqlower.errors import (
     ReplayMismatch,
     UnsupportedInput,
 )
-from fqlower.fingerprint import fingerprint
+from fqlower.log.fingerprint import fingerprint
 from fqlower.ir import (
     Build,
     FrozenDict,
@@ -46,7 +46,7 @@ from fqlower.ir import (
     format_program,
     from_fx,
 )
-from fqlower.pipeline import (
+from fqlower.engine.pipeline import (
     Instrument,
     Match,
     Miss,
@@ -63,6 +63,7 @@ from fqlower.pipeline import (
 from fqlower.passes import default_pipeline
 
 __all__ = [
+    "__version__",
     "Lowering",
     "NodeChanges",
     "convert_fx",

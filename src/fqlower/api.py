@@ -10,13 +10,13 @@ import attrs
 import torch
 import torch.fx
 
-from fqlower.changelog import PROVENANCE, Change, ChangeLog, apply_log, without_change_hashes
-from fqlower.edits import SetConstant
+from fqlower.log import PROVENANCE, Change, ChangeLog, apply_log, without_change_hashes
+from fqlower.engine.edits import SetConstant
 from fqlower.emit import to_fx
 from fqlower.errors import UnsupportedInput
 from fqlower.ir import Program, from_fx, gc_paused
-from fqlower.original_weights import ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup
-from fqlower.pipeline import Pipeline, Timing
+from fqlower.emit.original_weights import ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup
+from fqlower.engine.pipeline import Pipeline, Timing
 
 
 @attrs.frozen

@@ -6,7 +6,7 @@
     text = result.format()        # result.culprits: the changes, result.tests_run
 
 A *test* applies a subset of the log's changes to the reference model's program
-(`from_fx(model, maps)`), in log order, with `fqlower.draft.apply` and nothing else:
+(`from_fx(model, maps)`), in log order, with `fqlower.engine.draft.apply` and nothing else:
 no matching, no structural hashes, no fingerprints, so a log may be edited by hand
 (or by a buggy pass) and still be bisected. The program is emitted with `to_fx` and
 run on `inputs`; the outcome is
@@ -48,8 +48,8 @@ import torch
 import torch.fx
 import torch.utils._pytree as pytree
 
-from fqlower.changelog import Change, ChangeLog
-from fqlower.draft import apply
+from fqlower.log import Change, ChangeLog
+from fqlower.engine.draft import apply
 from fqlower.emit import to_fx
 from fqlower.errors import UnsupportedInput
 from fqlower.ir import Program, from_fx

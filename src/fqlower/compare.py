@@ -20,7 +20,7 @@ import torch
 import torch.fx
 
 from fqlower.errors import UnsupportedInput
-from fqlower.fingerprint import describe, non_persistent_buffers
+from fqlower.log.fingerprint import describe, non_persistent_buffers
 
 
 def values_equal(a: Any, b: Any) -> bool:

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.fx
 
-from fqlower.changelog import ChangeLog, Skip
+from fqlower.log import ChangeLog, Skip
 from fqlower.compare import module_types, values_equal
-from fqlower.fingerprint import describe
+from fqlower.log.fingerprint import describe
 from fqlower.reasons import is_departure
 
 if TYPE_CHECKING:

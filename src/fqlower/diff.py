@@ -25,7 +25,7 @@ import torch.fx
 
 from fqlower.errors import FqlowerError
 from fqlower.ir import Build, Node, Program, format_node, format_program, from_fx
-from fqlower.pipeline import Pipeline, Snapshots
+from fqlower.engine.pipeline import Pipeline, Snapshots
 
 __all__ = ["NodeChanges", "around", "diff_dot", "diff_text", "node_changes", "render_svg", "snapshots"]
 

@@ -46,7 +46,7 @@ def _writing(path: Path, what: str) -> Iterator[Path]:
 
 
 def _read_log(path: Path) -> Any:
-    from fqlower.changelog import ChangeLog
+    from fqlower.log import ChangeLog
     from fqlower.errors import ChangeLogError
 
     _existing(path, "change log")

@@ -25,7 +25,7 @@ class _Announced:
 
 def _lower(args: argparse.Namespace, reference: Any) -> Any:
     import fqlower
-    from fqlower.pipeline import Pipeline
+    from fqlower.engine.pipeline import Pipeline
 
     pipeline = fqlower.default_pipeline()
     nodes = len(reference.module.graph.nodes)

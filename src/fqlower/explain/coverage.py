@@ -9,9 +9,9 @@ import torch.fx
 import torch.nn as nn
 
 from fqlower.api import Lowering
-from fqlower.changelog import PROVENANCE
+from fqlower.log import PROVENANCE
 from fqlower.errors import UnsupportedInput
-from fqlower.fingerprint import fingerprint
+from fqlower.log.fingerprint import fingerprint
 from fqlower.ir import Node, Program, Ref, from_fx
 from fqlower.patterns import FUNCTIONAL_SIGNATURES
 from fqlower.explain.kinds import _native_weighted, is_weighted_module

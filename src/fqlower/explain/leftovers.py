@@ -9,7 +9,7 @@ import torch.fx
 import torch.nn as nn
 
 from fqlower.api import Lowering
-from fqlower.changelog import Change, Skip
+from fqlower.log import Change, Skip
 from fqlower.reasons import is_departure
 from fqlower.ir import Node, Program, Ref, format_node
 from fqlower.patterns import RELU_FUNCTIONS

@@ -7,7 +7,7 @@ import attrs
 import torch
 import torch.fx
 
-from fqlower.changelog import Skip
+from fqlower.log import Skip
 
 QUANTIZE = "quantize_per_tensor"
 QUANTIZE_DYNAMIC = "quantize_per_tensor_dynamic"

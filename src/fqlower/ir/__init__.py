@@ -6,7 +6,7 @@ references inside args/kwargs are `Ref(name)`; lists are `ListArg`, dicts are
 `FrozenDict`, so every arg is immutable. Torch modules and tensors are held by
 reference and never mutated.
 
-Only `fqlower.draft.apply` builds a changed program; this module builds the first
+Only `fqlower.engine.draft.apply` builds a changed program; this module builds the first
 one (`from_fx`) and answers queries.
 """
 

@@ -4,7 +4,7 @@ A `Program` is a value: a `Graph` of `Node` records plus the tables a GraphModul
 carries (modules by path, get_attr constants, the qconfig and scope maps). Node
 references inside args/kwargs are `Ref(name)`; lists are `ListArg`, dicts are
 `FrozenDict`, so every arg is immutable. Torch modules and tensors are held by
-reference and never mutated. Only `fqlower.draft.apply` builds a changed program.
+reference and never mutated. Only `fqlower.engine.draft.apply` builds a changed program.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class Program:
 
 class ProgramView(Protocol):
     """What matchers, rewriters and hashes read: a `Program`, or the `Draft` a pass
-    works on (fqlower.draft), which reads the same way."""
+    works on (fqlower.engine.draft), which reads the same way."""
 
     @property
     def graph(self) -> Graph: ...

@@ -11,7 +11,7 @@ from fqlower.passes.static_modules import LOWER_STATIC_MODULES
 from fqlower.passes.tensor_metadata import LOWER_TENSOR_METADATA
 from fqlower.passes.two_input_modules import LOWER_TWO_INPUT_MODULES
 from fqlower.passes.weight_only_modules import LOWER_WEIGHT_ONLY_MODULES
-from fqlower.pipeline import Pipeline
+from fqlower.engine.pipeline import Pipeline
 
 
 def default_pipeline() -> Pipeline:

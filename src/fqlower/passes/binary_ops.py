@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fqlower.edits import Edit, RemoveNode, SetArgs, SetTarget
+from fqlower.engine.edits import Edit, RemoveNode, SetArgs, SetTarget
 from fqlower.ir import FrozenDict, Node, ProgramView, Ref, format_arg, refs_in
 from fqlower.passes.common import (
     quantized_op_behind,
@@ -46,7 +46,7 @@ from fqlower.passes.common import (
     reroute_dequantized,
 )
 from fqlower.patterns import BINARY_OPS, QUANTIZED_BINARY_OPS, QUANTIZED_BINARY_RELU_OPS
-from fqlower.pipeline import Match, Miss, rule_pass
+from fqlower.engine.pipeline import Match, Miss, rule_pass
 from fqlower.reasons import Code
 
 SIDES = ("lhs", "rhs")  # binding roles of the dequantize nodes at args[0] and args[1]

@@ -17,7 +17,7 @@ from torch import nn
 from fqlower.ir import Build, FrozenDict, Node, Original, Program, ProgramView, Ref, map_arg
 from fqlower.names import qualified_name
 from fqlower.patterns import RELU_FUNCTIONS, TRANSPOSED_CONVS, WEIGHT_QUANTIZER_ARGS
-from fqlower.pipeline import Candidate, Match, Matcher, Miss, PassResult, Rewriter, rule_pass
+from fqlower.engine.pipeline import Candidate, Match, Matcher, Miss, PassResult, Rewriter, rule_pass
 from fqlower.reasons import Code
 
 

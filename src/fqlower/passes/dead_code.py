@@ -16,11 +16,11 @@ from __future__ import annotations
 import attrs
 from torch._library.utils import is_impure
 
-from fqlower.changelog import Change, record_all
-from fqlower.draft import Draft
-from fqlower.edits import RemoveNode
+from fqlower.log import Change, record_all
+from fqlower.engine.draft import Draft
+from fqlower.engine.edits import RemoveNode
 from fqlower.ir import FrozenDict, Node, Program, ProgramView
-from fqlower.pipeline import PassResult
+from fqlower.engine.pipeline import PassResult
 
 
 def has_side_effects(program: ProgramView, node: Node) -> bool:

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetTarget
+from fqlower.engine.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetTarget
 from fqlower.ir import FrozenDict, Node, ProgramView, Ref
 from fqlower.passes.common import (
     bindings,
@@ -39,7 +39,7 @@ from fqlower.passes.common import (
 )
 from fqlower.passes.prepack import Prepack, bind, prepack_call
 from fqlower.patterns import DYNAMIC_FUNCTIONALS
-from fqlower.pipeline import Match, Miss, rule_pass
+from fqlower.engine.pipeline import Match, Miss, rule_pass
 from fqlower.reasons import Code
 
 

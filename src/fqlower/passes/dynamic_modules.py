@@ -18,12 +18,12 @@ from typing import cast
 
 import torch
 
-from fqlower.edits import Edit, SetArgs, SetModule
+from fqlower.engine.edits import Edit, SetArgs, SetModule
 from fqlower.ir import Build, Node, ProgramView, Ref
 from fqlower.names import qualified_name
 from fqlower.passes.common import bindings, from_reference, is_call_module, module_of, node_of, reroute_dequantized, source_of_module
 from fqlower.patterns import DYNAMIC_FUSED_MODULES, DYNAMIC_MODULES
-from fqlower.pipeline import Match, Miss, rule_pass
+from fqlower.engine.pipeline import Match, Miss, rule_pass
 from fqlower.reasons import Code
 
 ACTIVATION_DTYPES = (torch.quint8, torch.qint8, torch.float16)

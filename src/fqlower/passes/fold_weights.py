@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetConstant
+from fqlower.engine.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetConstant
 from fqlower.ir import Build, Node, ProgramView, Ref, map_arg
 from fqlower.names import qualified_name
 from fqlower.passes.common import bindings, fresh_name, produced_from_constants, source_of_constant
 from fqlower.patterns import WEIGHT_PREPACK_OPS
-from fqlower.pipeline import Match, Miss, Rule, RulePass
+from fqlower.engine.pipeline import Match, Miss, Rule, RulePass
 
 SCOPED, UNSCOPED = "fold-packed-weight", "fold-packed-weight-unscoped"
 

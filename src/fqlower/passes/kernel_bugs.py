@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fqlower.ir import Build, Node, ProgramView
-from fqlower.pipeline import Miss
+from fqlower.engine.pipeline import Miss
 from fqlower.reasons import Code
 
 CLAMP_FUNCTIONS = (torch.clamp, F.hardtanh, F.hardtanh_, F.relu6)

@@ -14,7 +14,7 @@ from typing import Any
 import torch.nn.functional as F
 
 from fqlower.ir import ListArg, Node, Ref
-from fqlower.pipeline import Miss
+from fqlower.engine.pipeline import Miss
 from fqlower.reasons import Code
 from fqlower.patterns import CONV_DIMS, CONV_PREPACK, FUNCTIONAL_SIGNATURES, LINEAR_PREPACK_BY_WEIGHT_DTYPE, REQUIRED
 

@@ -20,7 +20,7 @@ from torch.ao.quantization.quantization_mappings import DEFAULT_FLOAT_TO_QUANTIZ
 
 from fqlower.ir import FrozenDict, Node, ProgramView, Ref, refs_in
 from fqlower.patterns import QOP_KWARGS_TO_DROP
-from fqlower.pipeline import Match, Miss
+from fqlower.engine.pipeline import Match, Miss
 from fqlower.reasons import Code
 
 

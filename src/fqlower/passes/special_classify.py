@@ -18,7 +18,7 @@ from fqlower.passes.common import from_reference, source_of_constant, source_of_
 from fqlower.passes.kernel_bugs import kernel_problem, view_of_channels_last
 from fqlower.passes.quantized_op_call import match_quantized_op
 from fqlower.patterns import DEFAULT, FIXED_QPARAMS, SPECIAL_FAMILIES, SPECIAL_MODULES
-from fqlower.pipeline import Match, Miss
+from fqlower.engine.pipeline import Match, Miss
 from fqlower.reasons import Code
 
 SWAP_MODULE = "swap-module"

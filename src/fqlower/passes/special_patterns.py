@@ -42,9 +42,9 @@ import functools
 import attrs
 import torch
 
-from fqlower.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetModule, SetTarget
+from fqlower.engine.edits import AddNode, Edit, RemoveNode, ReplaceUses, SetArgs, SetModule, SetTarget
 from fqlower.ir import Graph, Node, Program, ProgramView
-from fqlower.pipeline import Match, Miss, PassResult, Rule, RulePass
+from fqlower.engine.pipeline import Match, Miss, PassResult, Rule, RulePass
 
 from fqlower.passes.special_classify import QUANTIZED_OP, REROUTE, SWAP_MODULE, Outcome, PassStart, classify, is_to_float16
 

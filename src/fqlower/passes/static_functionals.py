@@ -21,7 +21,7 @@ from typing import Any, cast
 import attrs
 
 
-from fqlower.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetTarget
+from fqlower.engine.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetTarget
 from fqlower.ir import FrozenDict, Node, ProgramView, Ref
 from fqlower.passes.common import (
     fresh_name,
@@ -38,7 +38,7 @@ from fqlower.passes.common import (
 from fqlower.passes.prepack import Prepack, bind, prepack_call
 from fqlower.passes.static_modules import with_kept_relu
 from fqlower.patterns import STATIC_FUNCTIONALS, WEIGHT_QUANTIZER_ARGS
-from fqlower.pipeline import Match, Miss, rule_pass
+from fqlower.engine.pipeline import Match, Miss, rule_pass
 from fqlower.reasons import Code
 
 def match(program: ProgramView, quantize: Node) -> Match | Miss | None:

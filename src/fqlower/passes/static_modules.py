@@ -23,7 +23,7 @@ from typing import Any, cast
 import attrs
 import torch
 
-from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
+from fqlower.engine.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
 from fqlower.ir import Node, ProgramView
 from fqlower.passes.common import (
     ModuleSwapPass,
@@ -40,7 +40,7 @@ from fqlower.passes.common import (
     source_of_module,
 )
 from fqlower.patterns import STATIC_FUSED_MODULES, STATIC_MODULES
-from fqlower.pipeline import Match, Miss
+from fqlower.engine.pipeline import Match, Miss
 from fqlower.reasons import Code
 
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import builtins
 
-from fqlower.edits import Edit, SetArgs
+from fqlower.engine.edits import Edit, SetArgs
 from fqlower.ir import Node, ProgramView, Ref
 from fqlower.passes.common import bindings, is_call_function, is_call_method, is_dequantize
-from fqlower.pipeline import Match, Miss, Rule, RulePass
+from fqlower.engine.pipeline import Match, Miss, Rule, RulePass
 from fqlower.reasons import Code
 
 TENSOR_INFO_METHODS = ("shape", "size")

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from fqlower.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
+from fqlower.engine.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
 from fqlower.ir import Node, ProgramView
 from fqlower.passes.common import (
     ModuleSwapPass,
@@ -28,7 +28,7 @@ from fqlower.passes.common import (
 )
 from fqlower.passes.static_modules import padding_by_name
 from fqlower.patterns import STATIC_TWO_INPUT_FUSED_MODULES
-from fqlower.pipeline import Match, Miss
+from fqlower.engine.pipeline import Match, Miss
 
 
 def match(program: ProgramView, quantize: Node) -> Match | Miss | None:

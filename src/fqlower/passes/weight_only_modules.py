@@ -13,12 +13,12 @@ recorded skip: torch 2.13's quantized EmbeddingBag always calls its kernel with 
 
 from __future__ import annotations
 
-from fqlower.edits import Edit, SetModule
+from fqlower.engine.edits import Edit, SetModule
 from fqlower.ir import Node, ProgramView
 from fqlower.passes.common import bindings, from_reference, is_call_module, module_of, source_of_module
 from fqlower.patterns import WEIGHT_ONLY_MODULES
 from fqlower.passes.kernel_bugs import embedding_bag_problem
-from fqlower.pipeline import Match, Miss, rule_pass
+from fqlower.engine.pipeline import Match, Miss, rule_pass
 
 
 def match(program: ProgramView, reference: Node) -> Match | Miss | None:

@@ -10,10 +10,10 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
-from fqlower.edits import AddNode, Edit, MoveNode, RemoveNode, SetArgs, SetConstant, SetModule, SetTarget
-from fqlower.changelog.records import Change
-from fqlower.draft import Draft
-from fqlower.fingerprint import describe, node_line
+from fqlower.engine.edits import AddNode, Edit, MoveNode, RemoveNode, SetArgs, SetConstant, SetModule, SetTarget
+from fqlower.log.records import Change
+from fqlower.engine.draft import Draft
+from fqlower.log.fingerprint import describe, node_line
 from fqlower.ir import FrozenDict, Program, ProgramView
 
 PROVENANCE = "fqlower_provenance"

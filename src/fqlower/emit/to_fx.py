@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from fqlower.builders import BUILDERS
+from fqlower.emit.builders import BUILDERS
 from fqlower.errors import EmitError
 from fqlower.ir import Build, FrozenDict, ListArg, Original, Program, Ref, gc_paused
 from fqlower.names import resolve

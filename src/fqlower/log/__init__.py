@@ -1,4 +1,6 @@
-"""The change log: what each pass did, as data that replays without matching.
+"""The change log: what each pass did, as data that replays without matching
+(`records`, `values`, `recording`, `replay`), with the fingerprints it checks
+(`fingerprint`) and the callables a replay may call (`vocabulary`).
 
 A log is JSON Lines: a header line (schema, versions, pipeline, fingerprints of the
 input, after each pass, and of the output) and one line per entry, either a
@@ -9,10 +11,10 @@ byte-identical logs in any process. Values are written with type tags
 `ChangeLog.loads(log.dumps()) == log`.
 """
 
-from fqlower.changelog.records import SCHEMA, Change, ChangeLog, Entry, Header, PassRecord, Skip
-from fqlower.changelog.recording import PROVENANCE, record_all, record_change, record_into, without_change_hashes
-from fqlower.changelog.replay import apply_log
-from fqlower.changelog.values import decode, encode
+from fqlower.log.records import SCHEMA, Change, ChangeLog, Entry, Header, PassRecord, Skip
+from fqlower.log.recording import PROVENANCE, record_all, record_change, record_into, without_change_hashes
+from fqlower.log.replay import apply_log
+from fqlower.log.values import decode, encode
 
 __all__ = [
     "PROVENANCE",

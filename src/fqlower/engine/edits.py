@@ -2,7 +2,7 @@
 
     (AddNode(q_fc, after="fc"), ReplaceUses("q_out", "q_fc"), RemoveNode("q_out"))
 
-`fqlower.draft` applies them (`Draft.apply`, `apply`): the only code that changes a
+`fqlower.engine.draft` applies them (`Draft.apply`, `apply`): the only code that changes a
 program.
 """
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, cast
 import torch
 from pyrsistent import PMap
 
-from fqlower.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetConstant, SetMeta, SetModule, SetTarget
+from fqlower.engine.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetConstant, SetMeta, SetModule, SetTarget
 from fqlower.errors import IRError
 from fqlower.ir import OPS, Build, FrozenDict, Graph, Node, Position, Program, Ref, format_program, map_arg, ref_names
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 
 
-from fqlower.changelog.records import Change, ChangeLog
-from fqlower.changelog.recording import _subgraph_hash, record_into
-from fqlower.draft import Draft
+from fqlower.log.records import Change, ChangeLog
+from fqlower.log.recording import _subgraph_hash, record_into
+from fqlower.engine.draft import Draft
 from fqlower.errors import FqlowerError, ReplayMismatch
-from fqlower.fingerprint import digest_cache, fingerprint
+from fqlower.log.fingerprint import digest_cache, fingerprint
 from fqlower.ir import Program
-from fqlower.vocabulary import model_vocabulary, names_in, pass_vocabulary
+from fqlower.log.vocabulary import model_vocabulary, names_in, pass_vocabulary
 
 def _replay_change(draft: Draft, change: Change, number: int, allowed: frozenset[str] | None) -> None:
     label = f"change {number} ({change.pass_name}/{change.rule} at {change.anchor!r})"
@@ -49,7 +49,7 @@ def apply_log(program: Program, log: ChangeLog, *, trusted: bool = False) -> Pro
     """Apply a log's edits without matching, checking every recorded fingerprint.
 
     Unless `trusted`, every callable the log names must be one a lowering pass writes
-    or the model calls already (`fqlower.vocabulary`): replaying a log runs what it
+    or the model calls already (`fqlower.log.vocabulary`): replaying a log runs what it
     names. Logs of your own passes that introduce other callables need `trusted=True`.
     """
     with digest_cache():

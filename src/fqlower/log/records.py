@@ -18,8 +18,8 @@ from typing import Any, Union
 import attrs
 import torch
 
-from fqlower.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetConstant, SetMeta, SetModule, SetTarget
-from fqlower.changelog.values import decode, encode
+from fqlower.engine.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetConstant, SetMeta, SetModule, SetTarget
+from fqlower.log.values import decode, encode
 from fqlower.errors import ChangeLogError
 from fqlower.ir import FrozenDict
 from fqlower.reasons import Code

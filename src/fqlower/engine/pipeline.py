@@ -20,11 +20,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from fqlower.changelog import Change, ChangeLog, Entry, Header, PassRecord, Skip, record_into
-from fqlower.draft import Draft
-from fqlower.edits import Edit
+from fqlower.log import Change, ChangeLog, Entry, Header, PassRecord, Skip, record_into
+from fqlower.engine.draft import Draft
+from fqlower.engine.edits import Edit
 from fqlower.errors import FqlowerError
-from fqlower.fingerprint import digest_cache, fingerprint
+from fqlower.log.fingerprint import digest_cache, fingerprint
 from fqlower.ir import FrozenDict, Node, Program, ProgramView
 from fqlower.reasons import Code
 
