@@ -45,8 +45,8 @@ class Draft:
         self.node_table: Any = graph.nodes  # immutables.Map; a MapMutation while a batch runs
         self.position_table: Any = graph.positions
         self.user_table: Any = graph.users  # name -> frozenset of user names
-        self.modules: PMap = program.modules
-        self.constants: PMap = program.constants
+        self.modules: PMap[str, Any] = program.modules
+        self.constants: PMap[str, Any] = program.constants
         self.originals, self.qconfig, self.scope, self.context = program.originals, program.qconfig, program.scope, program.context
         self.serial = graph.next_serial
         self.reordered = False  # a node was added or moved: the base order is no hint
@@ -72,7 +72,7 @@ class Draft:
         return self._graph
 
     def node(self, name: str) -> Node:
-        node = self.node_table.get(name)
+        node: Node | None = self.node_table.get(name)
         if node is None:
             raise IRError(f"node {name!r} does not exist", node=name)
         return node
@@ -89,7 +89,8 @@ class Draft:
         return tuple(sorted(self.user_table.get(name, ()), key=self.position_table.__getitem__))
 
     def position(self, name: str) -> Position:
-        return self.position_table[name]
+        position: Position = self.position_table[name]
+        return position
 
     def module(self, node: Node) -> Any:
         return self.modules.get(node.target)
@@ -166,7 +167,7 @@ class Draft:
         return refs if refs is not None else ref_names(node.args, node.kwargs)
 
     def require_node(self, name: str, role: str) -> Node:
-        node = self.node_table.get(name)
+        node: Node | None = self.node_table.get(name)
         if node is None:
             raise self.fail(f"{role} {name!r} does not exist", name)
         return node

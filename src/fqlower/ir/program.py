@@ -66,9 +66,9 @@ class Graph:
     batched updates cost a fraction of a pyrsistent PMap's, and every edit and match
     does many. (`Program`'s own tables stay PMaps, which compare equal to dicts.)"""
 
-    nodes: immutables.Map  # name -> Node
-    positions: immutables.Map  # name -> Position
-    users: immutables.Map  # name -> frozenset of user names (small sets: C-speed add/discard)
+    nodes: immutables.Map[str, Node]
+    positions: immutables.Map[str, Position]
+    users: immutables.Map[str, frozenset[str]]  # user names (small sets: C-speed add/discard)
     next_serial: int
     # The order of an earlier graph this one only removed nodes from (or None): filtering
     # it costs a tenth of sorting the positions, and most passes only remove nodes.
@@ -86,7 +86,8 @@ class Graph:
         """The order if already computed, else the hint (what a graph that only removes
         nodes from this one may take as its hint)."""
         try:
-            return object.__getattribute__(self, "order")  # the slot, without computing it
+            order: tuple[str, ...] = object.__getattribute__(self, "order")  # the slot, without computing it
+            return order
         except AttributeError:
             return self.order_hint
 
@@ -108,11 +109,11 @@ class Program:
     """A whole model: the graph plus the tables its nodes refer to."""
 
     graph: Graph
-    modules: PMap  # call_module path -> nn.Module | Build
-    constants: PMap  # get_attr target -> value | Build
-    originals: PMap  # path -> the input model's object there; specs read it via Original
-    qconfig: PMap  # node name -> QConfigAny
-    scope: PMap  # node name -> (module path, module type)
+    modules: PMap[str, Any]  # call_module path -> nn.Module | Build
+    constants: PMap[str, Any]  # get_attr target -> value | Build
+    originals: PMap[str, Any]  # path -> the input model's object there; specs read it via Original
+    qconfig: PMap[str, Any]  # node name -> QConfigAny
+    scope: PMap[str, Any]  # node name -> (module path, module type)
     context: FxContext = attrs.field(factory=FxContext, eq=False)
 
     # queries ----------------------------------------------------------------------------
@@ -156,15 +157,15 @@ class ProgramView(Protocol):
     @property
     def graph(self) -> Graph: ...
     @property
-    def modules(self) -> PMap: ...
+    def modules(self) -> PMap[str, Any]: ...
     @property
-    def constants(self) -> PMap: ...
+    def constants(self) -> PMap[str, Any]: ...
     @property
-    def originals(self) -> PMap: ...
+    def originals(self) -> PMap[str, Any]: ...
     @property
-    def qconfig(self) -> PMap: ...
+    def qconfig(self) -> PMap[str, Any]: ...
     @property
-    def scope(self) -> PMap: ...
+    def scope(self) -> PMap[str, Any]: ...
     def node(self, name: str) -> Node: ...
     def __contains__(self, name: object) -> bool: ...
     def nodes(self) -> Iterator[Node]: ...

@@ -73,7 +73,8 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     key = (tensor._version, tensor.data_ptr() if tensor.device.type != "meta" else 0)
     cached = cache.get(id(tensor)) if cache is not None else None
     if cached is not None and cached[0]() is tensor and cached[1:3] == key:
-        return cached[3]
+        known: str = cached[3]
+        return known
     digest = hashlib.sha256()
     digest.update(f"{tensor.dtype}|{tuple(tensor.shape)}|{tensor.device.type}|".encode())
     data = tensor.detach()
@@ -184,7 +185,8 @@ def node_description(node: Node, program: ProgramView | None = None) -> Any:
 
 def node_line(node: Node, program: ProgramView | None = None) -> bytes:
     """The node's description as bytes, remembered per node object during a run."""
-    return _memo("node", node, lambda: repr(node_description(node, program)).encode() + b"\n")
+    line: bytes = _memo("node", node, lambda: repr(node_description(node, program)).encode() + b"\n")
+    return line
 
 
 def _maps_lines(program: Program) -> bytes:
@@ -199,7 +201,8 @@ def fingerprint(program: Program) -> str:
     """sha256 over the program in order and every module and constant it refers to
     (remembered per program inside `digest_cache()`: a pass that changes nothing
     returns the program it was given, whose fingerprint is known)."""
-    return _memo("program", program, lambda: _fingerprint(program))
+    digest: str = _memo("program", program, lambda: _fingerprint(program))
+    return digest
 
 
 def _fingerprint(program: Program) -> str:

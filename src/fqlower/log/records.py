@@ -156,7 +156,8 @@ def _edit_from(data: dict[str, Any]) -> Edit:
             values[field.name] = decode(data[field.name])
         elif field.default is attrs.NOTHING:
             raise ChangeLogError(f"edit {data['edit']!r} lacks its field {field.name!r}")
-    return kind(**values)
+    edit: Edit = kind(**values)
+    return edit
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
