@@ -1,6 +1,7 @@
-"""The package's shape: modules of at most 400 lines, and no import cycle anywhere in
-src/fqlower, function-level and type-checking imports included (a module low in the
-stack, such as the errors, must not reach up into the IR to print itself)."""
+"""The package's shape: modules of at most 400 lines (test, property-test and bench
+files 800), and no import cycle anywhere in src/fqlower, function-level and
+type-checking imports included (a module low in the stack, such as the errors, must
+not reach up into the IR to print itself)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,14 @@ MODULE_LINES = 400
 def test_every_module_of_the_package_is_at_most_400_lines():
     long = {module_name(path): n for path in PACKAGE.rglob("*.py") if (n := len(path.read_text().splitlines())) > MODULE_LINES}
     assert long == {}, f"modules over {MODULE_LINES} lines: {long}"
+
+
+TEST_FILE_LINES = 800
+ROOT = PACKAGE.parents[1]
+
+
+def test_every_test_property_test_and_bench_file_is_at_most_800_lines():
+    files = [path for folder in ("tests", "property_tests", "bench") for path in (ROOT / folder).glob("*.py")]
+    assert len(files) > 50
+    long = {str(path.relative_to(ROOT)): n for path in files if (n := len(path.read_text().splitlines())) > TEST_FILE_LINES}
+    assert long == {}, f"files over {TEST_FILE_LINES} lines: {long}"
