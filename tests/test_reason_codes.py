@@ -655,3 +655,26 @@ def test_regression_a_binary_op_with_a_third_positional_argument_is_a_model_torc
     lowered = torch_lowering(binary_tests.reference(gm))
     call = next(node for node in lowered.graph.nodes if node.target is torch.ops.quantized.add)
     assert len(call.args) == 5
+
+
+def test_regression_an_output_quantize_with_its_input_by_keyword_is_lowered_as_a_departure_torch_crashes_on():
+    # found by mutation testing: fqlower lowers it (as the positional form) but recorded
+    # as-torch, while torch's first static pass reads `q_node.args[0]` and raises
+    reference = module_tests.static_linear()
+    gm = copy.deepcopy(reference.module)
+    quantize = next(node for node in gm.graph.nodes if node.name == "quantize_per_tensor_1")
+    quantize.kwargs = {"input": quantize.args[0], "scale": quantize.args[1], "zero_point": quantize.args[2], "dtype": quantize.args[3]}
+    quantize.args = ()
+    gm.recompile()
+    from torch.ao.quantization.fx._lower_to_native_backend import _lower_to_native_backend
+
+    with pytest.raises(IndexError):
+        _lower_to_native_backend(copy.deepcopy(gm), reference.qconfig_map, reference.node_name_to_scope)
+    (change,) = LOWER_STATIC_MODULES.run(fqlower.from_fx(gm, reference.qconfig_map)).changes
+    assert (change.anchor, change.code) == ("quantize_per_tensor_1", Code.TORCH_CRASHES)
+    assert "takes its input by keyword" in change.reason and "IndexError" in change.reason
+    lowered = fqlower.lower(gm, reference.qconfig_map, reference.node_name_to_scope)
+    assert departed_nodes(lowered) >= {"quantize_per_tensor_1"}
+    positional = fqlower.lower(reference.module, reference.qconfig_map, reference.node_name_to_scope)
+    x = reference.example_inputs[0]
+    assert torch.equal(lowered.module(x), positional.module(x))

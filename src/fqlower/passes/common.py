@@ -161,7 +161,12 @@ def output_qparams_match(program: ProgramView, quantize: Node, **roles: str | No
     if isinstance(qparams, Miss):
         return qparams
     scale, zero_point = qparams
-    return Match(quantize.name, bindings(quantize=quantize.name, **roles, scale=scale.name, zero_point=zero_point.name))
+    found = Match(quantize.name, bindings(quantize=quantize.name, **roles, scale=scale.name, zero_point=zero_point.name))
+    if not quantize.args:
+        # torch's static passes read every quantize's input as `q_node.args[0]`
+        reason = f"%{quantize.name} takes its input by keyword: torch reads it by position and its lowering raises IndexError"
+        return attrs.evolve(found, code=Code.TORCH_CRASHES, reason=reason)
+    return found
 
 
 def reroute_dequantized(value: Any, dequantized: dict[str, str]) -> Any:

@@ -123,8 +123,8 @@ def with_kept_relu(program: ProgramView, found: Match, quantize: Node, relu: Nod
     """`found`, marked as a departure from torch when its relu must stay: torch drops
     every relu between the op and its quantize, which lets negative values through
     when the output quantization does not clamp at zero."""
-    if relu_is_implied(program, quantize, program.node(found.bindings["zero_point"])):
-        return found
+    if found.code is not Code.AS_TORCH or relu_is_implied(program, quantize, program.node(found.bindings["zero_point"])):
+        return found  # (a departure already: torch crashes before it could drop the relu)
     reason = (
         f"relu {relu.name!r} stays after the quantized op: the output zero point does not clamp at zero, "
         "and torch would drop it and let negative values through"
