@@ -1,6 +1,6 @@
 """Lowering benchmark: fqlower.lower_to_native_backend vs torch's _lower_to_native_backend.
 
-Models: residual conv/bn/relu/add reference models of about N nodes (bench/models.py,
+Models: residual conv/bn/relu/add reference models of about N nodes (bench/residual_models.py,
 cached under bench/.cache/) and three small real architectures written here
 (ResNet-18-style, MobileNetV2/V3-style with relu6/hardswish, EfficientNet-style with
 squeeze-excite sigmoid-mul), quantized with prepare_fx + calibration and captured
@@ -59,7 +59,7 @@ from torch.fx import GraphModule  # noqa: E402
 
 import fqlower  # noqa: E402
 from fqlower.reference import reference_model  # noqa: E402
-from models import _recursion_limit, build_residual_reference_model, qconfig_mapping  # noqa: E402
+from residual_models import _recursion_limit, build_residual_reference_model, qconfig_mapping  # noqa: E402
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Round-trip benchmark: fqlower.to_fx(fqlower.from_fx(gm)) vs. a plain torch.fx copy.
 
 For each size a quantized reference model of about that many FX nodes is built
-(bench/models.py; builds slower than 30 s are cached under bench/.cache/), then
+(bench/residual_models.py; builds slower than 30 s are cached under bench/.cache/), then
 
   * torch baseline: ``torch.fx.GraphModule(gm, copy.deepcopy(gm.graph))``
   * fqlower:        ``fqlower.to_fx(fqlower.from_fx(gm))`` (from_fx and to_fx timed separately)
@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from torch.fx import GraphModule  # noqa: E402
 
-from models import build_residual_reference_model  # noqa: E402
+from residual_models import build_residual_reference_model  # noqa: E402
 
 try:
     import fqlower

@@ -7,10 +7,8 @@ the bench's models; property_tests/test_engine_law.py draws the models.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
-import types
+from pathlib import Path
 
 import pytest
 import zoo
@@ -18,26 +16,11 @@ from per_change_engine import assert_same_lowering, per_change_engine
 
 import fqlower
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
-
-
-def bench_module(name: str) -> types.ModuleType:
-    """bench/<name>.py, imported as `bench_<name>` (bench/ and property_tests/ both
-    have a models.py: bench's own imports get bench's while it loads)."""
-    saved = sys.modules.pop("models", None)
+BENCH = str(Path(__file__).resolve().parents[1] / "bench")
+if BENCH not in sys.path:
     sys.path.insert(0, BENCH)
-    try:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCH, f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(BENCH)
-        sys.modules.pop("models", None)
-        if saved is not None:
-            sys.modules["models"] = saved
+import lower as bench_lower  # noqa: E402  (bench/lower.py)
+import residual_models  # noqa: E402  (bench/residual_models.py)
 
 
 @pytest.mark.parametrize("case", zoo.ALL_CASES, ids=lambda case: case.id)
@@ -54,12 +37,12 @@ def test_the_draft_engine_equals_the_per_change_engine_on_the_zoo(case):
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenetv2", "efficientnet"])
 def test_the_draft_engine_equals_the_per_change_engine_on_the_bench_architectures(name):
-    case = bench_module("lower").architecture_case(name)
+    case = bench_lower.architecture_case(name)
     assert_same_lowering(_Reference(case.gm, case.qconfig_map, case.scope))
 
 
 def test_the_draft_engine_equals_the_per_change_engine_on_a_bench_residual_model():
-    built = bench_module("models").build_residual_reference_model(300)
+    built = residual_models.build_residual_reference_model(300)
     assert_same_lowering(_Reference(built.gm, built.qconfig_map, built.node_name_to_scope))
 
 

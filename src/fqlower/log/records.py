@@ -1,13 +1,5 @@
-"""The change log: what each pass did, as data that replays without matching.
-
-A log is JSON Lines: a header line (schema, versions, pipeline, fingerprints of the
-input, after each pass, and of the output) and one line per entry, either a
-`Change` (pass, rule, anchor node, bindings, edits) or a `Skip` (pass, rule, node,
-reason). Writing is canonical (sorted keys, no spaces), so the same lowering gives
-byte-identical logs in any process. Values are written with type tags
-(`{"$ref": "x"}`, `{"$tuple": [...]}`, `{"$name": "operator.add"}`, ...) so that
-`ChangeLog.loads(log.dumps()) == log`.
-"""
+"""The change log's records: `Change`, `Skip`, `Header` and `ChangeLog`, and how each
+is written as one JSON line and read back (the format: fqlower.log)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ Build cost, and what is done about it:
 * Builds over ``CACHE_THRESHOLD_S`` are cached in bench/.cache/ in a format of our
   own (see "cache format" below; torch.save of a GraphModule loads too slowly).
 
-Run ``python bench/models.py --sizes 1000,10000,50000`` to print build timings.
+Run ``python bench/residual_models.py --sizes 1000,10000,50000`` to print build timings.
 """
 
 from __future__ import annotations
@@ -264,7 +264,7 @@ def _fast_prepare():
       replacement starts probing where the previous call for the same module and
       prefix stopped (same names as long as attributes are only added).
 
-    ``python bench/models.py --check`` compares the result with an unpatched build.
+    ``python bench/residual_models.py --check`` compares the result with an unpatched build.
     """
     prep = importlib.import_module("torch.ao.quantization.fx.prepare")
     real_insert = prep.insert_observers_for_model
@@ -373,7 +373,7 @@ def _restore_device_ctr(stripped: Any) -> Any:
 
 # Names this module may appear under in a cache file (run as a script it is __main__).
 _CACHE_GLOBALS = frozenset({"BasicBlock", "_NodeRef", "_restore_device_ctr", "_device_factory_kwargs"})
-_THIS_MODULE_NAMES = frozenset({__name__, "__main__", "models", "bench.models"})
+_THIS_MODULE_NAMES = frozenset({__name__, "__main__", "residual_models", "bench.residual_models", "models", "bench.models"})
 
 
 class _Pickler(pickle.Pickler):
