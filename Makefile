@@ -39,6 +39,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/lower.py
 	$(PY) bench/roundtrip.py --sizes 1000,10000
+	$(PY) bench/codec.py
 
 clean:
 	rm -rf $(VENV)

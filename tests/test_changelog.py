@@ -145,7 +145,7 @@ def test_local_functions_cannot_be_logged():
         ('{"kind":"header","schema":true,"versions":{},"input":"","output":"","passes":[]}', "schema True, which no fqlower writes"),
         ('{"kind":"header","schema":1.0,"versions":{},"input":"","output":"","passes":[]}', "schema 1.0, which no fqlower writes"),
         ('{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}\n{"kind":"nope"}', "unknown entry kind"),
-        ('{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}\n{"kind":"skip","step":0}', "malformed"),
+        ('{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}\n{"kind":"skip","step":0}', "line 2: pass: required field missing; rule: required field missing"),
         (
             '{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}\n'
             '{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},'
@@ -233,7 +233,7 @@ def test_regression_a_non_integer_step_is_refused():
         '{"kind":"header","schema":1,"versions":{},"input":"","output":"","passes":[]}\n'
         '{"kind":"skip","step":[],"pass":"p","rule":"r","node":"n","reason":"x"}'
     )
-    with pytest.raises(ChangeLogError, match="step must be an integer"):
+    with pytest.raises(ChangeLogError, match="step: must be an integer"):
         ChangeLog.loads(text)
 
 

@@ -90,21 +90,20 @@ def test_a_first_line_that_is_not_a_header_is_refused_with_the_exact_message():
 
 
 @pytest.mark.parametrize(
-    "bad",
-    ['"input":3,"output":"","passes":[],"versions":{}',
-     '"input":"","output":3,"passes":[],"versions":{}',
-     '"input":"","output":"","passes":"ab","versions":{}',
-     '"input":"","output":"","passes":[["only-a-name"]],"versions":{}',
-     '"input":"","output":"","passes":[["name",7]],"versions":{}',
-     '"input":"","output":"","passes":[],"versions":[]'],
+    ("bad", "message"),
+    [('"input":3,"output":"","passes":[],"versions":{}', "input: must be a string, got 3"),
+     ('"input":"","output":3,"passes":[],"versions":{}', "output: must be a string, got 3"),
+     ('"input":"","output":"","passes":"ab","versions":{}', "passes: must be a list, got 'ab'"),
+     ('"input":"","output":"","passes":[["only-a-name"]],"versions":{}',
+      "passes[0]: must be a [pass name, fingerprint] pair, got ['only-a-name']"),
+     ('"input":"","output":"","passes":[["name",7]],"versions":{}', "passes[0]: must be a [pass name, fingerprint] pair, got ['name', 7]"),
+     ('"input":"","output":"","passes":[],"versions":[]', "versions: must map names to strings, got []")],
     ids=["input-not-a-string", "output-not-a-string", "passes-not-a-list", "pass-not-a-pair", "pass-fingerprint-not-a-string",
          "versions-not-a-dict"],
 )
-def test_each_malformed_header_field_alone_is_refused(bad):
+def test_each_malformed_header_field_alone_is_refused_naming_the_field(bad, message):
     text = '{"kind":"header","schema":1,' + bad + "}"
-    assert refusal(text) == (
-        "change log header is malformed: input/output must be fingerprints, passes [name, fingerprint] pairs"
-    )
+    assert refusal(text) == f"change log line 1: {message}"
 
 
 def test_the_header_keeps_the_versions_the_log_was_written_with():
@@ -122,26 +121,45 @@ def test_a_bad_entry_is_reported_on_its_own_line(line):
 
 def test_a_change_with_a_string_step_is_refused_with_the_exact_message():
     change = '{"kind":"change","step":"0","pass":"p","rule":"r","anchor":"a","bindings":{},"edits":[]}'
-    assert refusal(HEADER + "\n" + change) == "change log line 2: step must be an integer, got '0'"
+    assert refusal(HEADER + "\n" + change) == "change log line 2: step: must be an integer, got '0'"
 
 
 def test_a_skip_with_a_list_step_is_refused_with_the_exact_message():
     skip = '{"kind":"skip","step":[],"pass":"p","rule":"r","node":"n","reason":"x"}'
-    assert refusal(HEADER + "\n" + skip) == "change log line 2: step must be an integer, got []"
+    assert refusal(HEADER + "\n" + skip) == "change log line 2: step: must be an integer, got []"
 
 
-def test_an_entry_missing_a_field_is_refused_naming_the_python_error():
-    assert refusal(HEADER + '\n{"kind":"skip","step":0}') == "change log is malformed: KeyError: 'pass'"
+def test_an_entry_missing_fields_is_refused_naming_each_by_its_key():
+    missing = ("pass", "rule", "node", "reason")
+    assert refusal(HEADER + '\n{"kind":"skip","step":0}') == "change log line 2: " + "; ".join(
+        f"{key}: required field missing" for key in missing
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [("[1,2]", "must be a JSON object with its entry kind, got [1, 2]"),
+     ('{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},"edits":{"edit":"remove_node"}}',
+      "edits: must be a list, got {'edit': 'remove_node'}"),
+     ('{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},"edits":[3]}',
+      "edits[0]: must be a JSON object with its edit kind, got 3"),
+     ('{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{"a":1},"edits":[]}',
+      "bindings: must map names to strings, got {'a': 1}")],
+    ids=["entry-not-an-object", "edits-not-a-list", "edit-not-an-object", "binding-not-a-name"],
+)
+def test_an_entry_of_the_wrong_shape_is_refused_naming_the_field(entry, message):
+    """cattrs would take any iterable for a tuple field and any value for a mapping one."""
+    assert refusal(HEADER + "\n" + entry) == f"change log line 2: {message}"
 
 
 def test_an_unknown_edit_kind_is_refused_with_the_exact_message():
     change = '{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},"edits":[{"edit":"explode"}]}'
-    assert refusal(HEADER + "\n" + change) == "unknown edit kind 'explode' in change log"
+    assert refusal(HEADER + "\n" + change) == "change log line 2: edits[0]: unknown edit kind 'explode'"
 
 
 def test_an_edit_missing_a_required_field_is_refused_naming_edit_and_field():
     change = '{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},"edits":[{"edit":"remove_node"}]}'
-    assert refusal(HEADER + "\n" + change) == "edit 'remove_node' lacks its field 'name'"
+    assert refusal(HEADER + "\n" + change) == "change log line 2: edits[0].name: required field missing"
 
 
 def test_a_change_without_hashes_reads_back_with_empty_hashes_not_none():
@@ -368,12 +386,12 @@ def test_an_unknown_reason_code_is_refused_listing_the_known_ones():
     skip = '{"kind":"skip","step":0,"pass":"p","rule":"r","node":"n","reason":"x","code":"nope"}'
     known = ", ".join(code.value for code in Code)
     assert known.startswith("as-torch, ")
-    assert refusal(HEADER + "\n" + skip) == f"change log line 2: unknown reason code 'nope' (known: {known})"
+    assert refusal(HEADER + "\n" + skip) == f"change log line 2: code: unknown reason code 'nope' (known: {known})"
 
 
 def test_a_change_with_a_non_string_reason_is_refused_naming_the_field():
     change = '{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},"edits":[],"reason":3}'
-    assert refusal(HEADER + "\n" + change) == "change log line 2: reason must be a string, got 3"
+    assert refusal(HEADER + "\n" + change) == "change log line 2: reason: must be a string, got 3"
 
 
 # --- the header's versions -----------------------------------------------------------------------

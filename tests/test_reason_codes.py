@@ -550,7 +550,7 @@ def test_a_skip_with_a_non_string_reason_is_refused(mixed):
     records = lines_of(mixed[1].log)
     number = line_of(records, lambda r: r.get("kind") == "skip" and r.get("code") == "as-torch")
     records[number - 1]["reason"] = 7
-    with pytest.raises(ChangeLogError, match=rf"line {number}\b.*reason must be a string"):
+    with pytest.raises(ChangeLogError, match=rf"line {number}\b.*reason: must be a string"):
         ChangeLog.loads(dumped(records))
 
 

@@ -10,6 +10,7 @@ output fingerprint.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,15 @@ def test_a_stored_log_replays_to_its_output_fingerprint(path):
     reference = CASES[path.stem].build()
     replayed = fqlower.replay(reference.module, log, reference.qconfig_map, reference.node_name_to_scope)
     assert fqlower.fingerprint(replayed.program) == log.header.output
+
+
+def test_the_codec_bench_measures_a_log_it_can_read_back():
+    """`make bench` runs bench/codec.py; a small model keeps it from rotting unseen."""
+    bench = str(Path(__file__).resolve().parents[1] / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import codec as codec_bench  # bench/codec.py
+
+    name, nodes, entries, ms = codec_bench.bench_size(300, repeats=1)
+    assert name == "residual-0k" and nodes > 100 and entries > 10
+    assert set(ms) == {"dumps", "loads", "replay"} and all(value > 0 for value in ms.values())

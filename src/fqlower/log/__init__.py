@@ -14,7 +14,7 @@ byte-identical logs in any process. Values are written with type tags
 from fqlower.log.records import SCHEMA, Change, ChangeLog, Entry, Header, PassRecord, Skip
 from fqlower.log.recording import PROVENANCE, record_all, record_change, record_into, without_change_hashes
 from fqlower.log.replay import apply_log
-from fqlower.log.values import decode, encode
+from fqlower.log.codec import decode, encode
 
 __all__ = [
     "PROVENANCE",

@@ -1,5 +1,7 @@
-"""The change log's records: `Change`, `Skip`, `Header` and `ChangeLog`, and how each
-is written as one JSON line and read back (the format: fqlower.log)."""
+"""The change log's records: `Change`, `Skip`, `Header` and `ChangeLog`, and the JSON
+layout of each: one object per line, its fields by name (`pass_name` as "pass", a pass
+record as a [name, fingerprint] pair), entries and edits tagged with their kind
+(`"kind": "change"`, `"edit": "set_args"`). The format: fqlower.log."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ from typing import Any, Union
 
 import attrs
 import torch
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.strategies import configure_tagged_union
 
 from fqlower.engine.edits import AddNode, Edit, MoveNode, RemoveNode, ReplaceUses, SetArgs, SetConstant, SetMeta, SetModule, SetTarget
-from fqlower.log.values import decode, encode
+from fqlower.log.codec import CONVERTER, list_field, validation_message, value_field
 from fqlower.errors import ChangeLogError
 from fqlower.ir import FrozenDict
 from fqlower.reasons import Code
@@ -93,8 +97,8 @@ class ChangeLog:
 
     def dumps(self) -> str:
         """The log as JSON Lines (canonical: byte-identical for equal logs)."""
-        lines = [_dump_json(_header_json(self.header))]
-        lines += [_dump_json(_entry_json(entry)) for entry in self.entries]
+        lines = [_dump_json({"kind": "header", **CONVERTER.unstructure(self.header)})]
+        lines += [_dump_json(CONVERTER.unstructure(entry, Entry)) for entry in self.entries]
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -109,15 +113,12 @@ class ChangeLog:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
                 raise ChangeLogError(f"change log line {number} is not valid JSON: {error.msg}") from None
-        try:
-            header = _header_from(records[0])
-            entries = tuple(_entry_from(record, number) for number, record in enumerate(records[1:], start=2))
-        except ChangeLogError:
-            raise
-        except Exception as error:  # any value of the wrong type or form, e.g. a broken tensor
-            raise ChangeLogError(f"change log is malformed: {type(error).__name__}: {error}") from None
+        header = _header_from(records[0])
+        entries = tuple(_structured(record, Entry, number) for number, record in enumerate(records[1:], start=2))
         return cls(header=header, entries=entries)
 
+
+# --- the JSON layout of each record (fqlower.log.codec holds the converter) ---------------
 
 _EDIT_KINDS: dict[str, type] = {
     "add_node": AddNode,
@@ -130,110 +131,67 @@ _EDIT_KINDS: dict[str, type] = {
     "set_module": SetModule,
     "set_constant": SetConstant,
 }
-_KIND_OF_EDIT = {cls: kind for kind, cls in _EDIT_KINDS.items()}
+_ENTRY_KINDS: dict[str, type] = {"change": Change, "skip": Skip}
 
 
-def _edit_json(edit: Edit) -> dict[str, Any]:
-    fields = {field.name: encode(getattr(edit, field.name)) for field in attrs.fields(type(edit))}
-    return {"edit": _KIND_OF_EDIT[type(edit)], **fields}
+def _layout(cls: type, **fields: Any) -> None:
+    """Write and read `cls` as a JSON object of its fields, with these overrides."""
+    attrs.resolve_types(cls)
+    CONVERTER.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, CONVERTER, **fields))
+    CONVERTER.register_structure_hook(cls, make_dict_structure_fn(cls, CONVERTER, **fields))
 
 
-def _edit_from(data: dict[str, Any]) -> Edit:
-    kind = _EDIT_KINDS.get(str(data.get("edit")))
-    if kind is None:
-        raise ChangeLogError(f"unknown edit kind {data.get('edit')!r} in change log")
-    values = {}
-    for field in attrs.fields(kind):
-        if field.name in data:
-            values[field.name] = decode(data[field.name])
-        elif field.default is attrs.NOTHING:
-            raise ChangeLogError(f"edit {data['edit']!r} lacks its field {field.name!r}")
-    edit: Edit = kind(**values)
-    return edit
+def _tagged_union(union: Any, tag: str, kinds: dict[str, type], what: str) -> None:
+    """Members of `union` carry their kind under `tag`; an unknown kind is named as such."""
+    kind_of = {cls: kind for kind, cls in kinds.items()}
+    configure_tagged_union(union, CONVERTER, tag_generator=kind_of.__getitem__, tag_name=tag)
+    structure = CONVERTER.get_structure_hook(union)
+
+    def structure_known(data: Any, _: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ChangeLogError(f"must be a JSON object with its {what}, got {data!r}")
+        kind = data.get(tag)
+        if not isinstance(kind, str) or kind not in kinds:
+            raise ChangeLogError(f"unknown {what} {kind!r}")
+        return structure(data, union)
+
+    CONVERTER.register_structure_hook(union, structure_known)
 
 
-def _entry_json(entry: Entry) -> dict[str, Any]:
-    if isinstance(entry, Change):
-        return {
-            "kind": "change",
-            "step": entry.step,
-            "pass": entry.pass_name,
-            "rule": entry.rule,
-            "anchor": entry.anchor,
-            "bindings": dict(entry.bindings),
-            "edits": [_edit_json(edit) for edit in entry.edits],
-            "matched": entry.matched,
-            "produced": entry.produced,
-            "code": entry.code.value,
-            "reason": entry.reason,
-        }
-    return {
-        "kind": "skip",
-        "step": entry.step,
-        "pass": entry.pass_name,
-        "rule": entry.rule,
-        "node": entry.node,
-        "reason": entry.reason,
-        "code": entry.code.value,
-    }
-
-
-def _code_from(data: dict[str, Any], line: int) -> Code:
-    """The entry's reason code; logs written before codes existed have none (as-torch)."""
-    value = data.get("code", Code.AS_TORCH.value)
+def _read_code(value: Any, _: Any) -> Code:
     if not isinstance(value, str) or value not in Code._value2member_map_:
         known = ", ".join(code.value for code in Code)
-        raise ChangeLogError(f"change log line {line}: unknown reason code {value!r} (known: {known})")
+        raise ChangeLogError(f"unknown reason code {value!r} (known: {known})")
     return Code(value)
 
 
-def _entry_from(data: dict[str, Any], line: int) -> Entry:
-    kind = data.get("kind")
-    if kind in ("change", "skip") and not (isinstance(data.get("step"), int) and not isinstance(data["step"], bool)):
-        raise ChangeLogError(f"change log line {line}: step must be an integer, got {data.get('step')!r}")
-    if kind == "change":
-        return Change(
-            step=data["step"],
-            pass_name=data["pass"],
-            rule=data["rule"],
-            anchor=data["anchor"],
-            bindings=FrozenDict(data["bindings"]),
-            edits=tuple(_edit_from(edit) for edit in data["edits"]),
-            matched=data.get("matched", ""),
-            produced=data.get("produced", ""),
-            code=_code_from(data, line),
-            reason=_text(data.get("reason", ""), "reason", line),
-        )
-    if kind == "skip":
-        return Skip(
-            step=data["step"],
-            pass_name=data["pass"],
-            rule=data["rule"],
-            node=data["node"],
-            reason=_text(data["reason"], "reason", line),
-            code=_code_from(data, line),
-        )
-    raise ChangeLogError(f"change log line {line}: unknown entry kind {kind!r}")
+def _read_names(value: Any, _: Any) -> FrozenDict:
+    if not (isinstance(value, dict) and all(isinstance(item, str) for item in value.values())):
+        raise ChangeLogError(f"must map names to strings, got {value!r}")
+    return FrozenDict(value)
 
 
-def _text(value: Any, field: str, line: int) -> str:
-    if not isinstance(value, str):
-        raise ChangeLogError(f"change log line {line}: {field} must be a string, got {value!r}")
-    return value
+def _read_pass_record(value: Any, _: Any) -> PassRecord:
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(item, str) for item in value)):
+        raise ChangeLogError(f"must be a [pass name, fingerprint] pair, got {value!r}")
+    return PassRecord(*value)
 
 
-def _header_json(header: Header) -> dict[str, Any]:
-    return {
-        "kind": "header",
-        "schema": header.schema,
-        "versions": dict(header.versions),
-        "input": header.input,
-        "output": header.output,
-        "passes": [[record.name, record.fingerprint] for record in header.passes],
-    }
+_names = override(unstruct_hook=dict, struct_hook=_read_names)
+_RENAMED = {"pass_name": "pass"}
+CONVERTER.register_structure_hook(Code, _read_code)
+CONVERTER.register_unstructure_hook(PassRecord, lambda record: [record.name, record.fingerprint])
+CONVERTER.register_structure_hook(PassRecord, _read_pass_record)
+for _edit in _EDIT_KINDS.values():
+    _layout(_edit, **{field.name: value_field() for field in attrs.fields(_edit) if field.type not in (str, str | None)})
+_tagged_union(Edit, "edit", _EDIT_KINDS, "edit kind")
+_layout(Change, pass_name=override(rename=_RENAMED["pass_name"]), bindings=_names, edits=list_field(tuple[Edit, ...]))
+_layout(Skip, pass_name=override(rename=_RENAMED["pass_name"]))
+_tagged_union(Entry, "kind", _ENTRY_KINDS, "entry kind")
+_layout(Header, versions=_names, passes=list_field(tuple[PassRecord, ...]))
 
 
-def _header_from(data: dict[str, Any]) -> Header:
+def _header_from(data: Any) -> Header:
     if not isinstance(data, dict) or data.get("kind") != "header":
         raise ChangeLogError("change log line 1 is not a header")
     schema = data.get("schema")
@@ -243,23 +201,15 @@ def _header_from(data: dict[str, Any]) -> Header:
         )
     if type(schema) is not int or schema < 1:
         raise ChangeLogError(f"change log has schema {schema!r}, which no fqlower writes (schemas are 1 to {SCHEMA})")
-    passes = data["passes"]
-    well_formed = (
-        isinstance(data["input"], str)
-        and isinstance(data["output"], str)
-        and isinstance(passes, list)
-        and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in passes)
-        and isinstance(data["versions"], dict)
-    )
-    if not well_formed:
-        raise ChangeLogError("change log header is malformed: input/output must be fingerprints, passes [name, fingerprint] pairs")
-    return Header(
-        input=data["input"],
-        output=data["output"],
-        passes=tuple(PassRecord(name, digest) for name, digest in data["passes"]),
-        versions=FrozenDict(data["versions"]),
-        schema=schema,
-    )
+    header: Header = _structured(data, Header, 1)
+    return header
+
+
+def _structured(data: Any, cls: Any, line: int) -> Any:
+    try:
+        return CONVERTER.structure(data, cls)
+    except Exception as error:  # a field of the wrong type or form, e.g. a broken tensor
+        raise ChangeLogError(f"change log line {line}: {validation_message(error, _RENAMED)}") from None
 
 
 def _dump_json(record: dict[str, Any]) -> str:
