@@ -6,6 +6,7 @@ not reach up into the IR to print itself)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "fqlower"
@@ -94,3 +95,31 @@ def test_every_test_property_test_and_bench_file_is_at_most_800_lines():
     assert len(files) > 50
     long = {str(path.relative_to(ROOT)): n for path in files if (n := len(path.read_text().splitlines())) > TEST_FILE_LINES}
     assert long == {}, f"files over {TEST_FILE_LINES} lines: {long}"
+
+
+IGNORE = re.compile(r"#\s*type:\s*ignore(?P<codes>\[[a-z-, ]+\])?(?P<rest>.*)$")
+
+
+def unexplained_type_ignores(text: str) -> list[int]:
+    """Line numbers of `# type: ignore` comments without an error code or without a
+    `# why` after it."""
+    lines = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        found = IGNORE.search(line)
+        if found and not (found["codes"] and re.match(r"\s*#\s*\S", found["rest"])):
+            lines.append(number)
+    return lines
+
+
+def test_every_type_ignore_names_its_code_and_says_why():
+    unexplained = {
+        str(path.relative_to(PACKAGE)): lines
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (lines := unexplained_type_ignores(path.read_text()))
+    }
+    assert unexplained == {}
+
+
+def test_the_type_ignore_check_finds_bare_and_unexplained_ignores():
+    text = "a = 1  # type: ignore\nb = 2  # type: ignore[index]\nc = 3  # type: ignore[index]  # a Sequential\n"
+    assert unexplained_type_ignores(text) == [1, 2]

@@ -43,8 +43,9 @@ def quantized_class(module: object) -> type | Miss | None:
     cls = type(module)
     if cls in DYNAMIC_FUSED_MODULES:
         inner, quantized = DYNAMIC_FUSED_MODULES[cls]
-        if type(module[0]) is not inner:  # type: ignore[index]
-            return Miss(f"fused {cls.__name__} holds a {type(module[0]).__name__}, not a reference {inner.__name__}")  # type: ignore[index]
+        first = cast(torch.nn.Sequential, module)[0]  # fused modules are Sequentials
+        if type(first) is not inner:
+            return Miss(f"fused {cls.__name__} holds a {type(first).__name__}, not a reference {inner.__name__}")
         return quantized
     return DYNAMIC_MODULES.get(cls)
 

@@ -51,7 +51,7 @@ def quantized_class(module: object) -> type | Miss | None:
         return padding_by_name(module) or STATIC_MODULES[cls]
     if cls in STATIC_FUSED_MODULES:
         inner, quantized = STATIC_FUSED_MODULES[cls]
-        first = module[0]  # type: ignore[index]  # once: Sequential indexing is slow
+        first = cast(torch.nn.Sequential, module)[0]  # fused modules are Sequentials; index once (it is slow)
         if type(first) is not inner:
             return Miss(f"fused {cls.__name__} holds a {type(first).__name__}, not a reference {inner.__name__}")
         return padding_by_name(first) or quantized
