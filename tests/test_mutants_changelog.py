@@ -528,3 +528,20 @@ def test_a_node_a_change_made_records_that_change_and_the_reference_nodes_it_cam
         "anchor": fold.anchor,
         "from": sources,
     }
+
+
+# --- the cattrs codec's messages (mutation run on log/codec.py and log/records.py) ------------
+
+
+def test_an_error_other_than_the_codecs_own_is_named_by_its_type_at_its_field():
+    change = ('{"kind":"change","step":0,"pass":"p","rule":"r","anchor":"a","bindings":{},'
+              '"edits":[{"edit":"set_constant","attr":"f","value":{"$float":"not a number"}}]}')
+    assert refusal(HEADER + "\n" + change) == (
+        "change log line 2: edits[0].value: ValueError: could not convert string to float: 'not a number'"
+    )
+
+
+def test_a_message_that_itself_holds_an_at_sign_keeps_its_field_name_first():
+    """cattrs writes `message @ path`; the path is after the last ` @ `, not the first."""
+    skip = '{"kind":"skip","step":0,"pass":"p","rule":"r","node":"n","reason":[" @ x"]}'
+    assert refusal(HEADER + "\n" + skip) == "change log line 2: reason: must be a string, got [' @ x']"

@@ -351,8 +351,10 @@ def _node(node: Node, op: str, target: Any, args: tuple[Any, ...], kwargs: Froze
 
 
 def _check_path(draft: Draft, path: str) -> None:
-    if not isinstance(path, str) or not path or not all(part.isidentifier() or part.isdigit() for part in path.split(".")):
-        raise draft.fail(f"invalid attribute path {path!r}", None)
+    """A path as torch's modules take it: dot-separated, no part empty. Parts need not be
+    identifiers (`add_module` takes `block1-0`, `0conv`, `my conv`, `étage`)."""
+    if not isinstance(path, str) or not all(path.split(".")):
+        raise draft.fail(f"invalid attribute path {path!r}: a part is empty", None)
 
 
 _APPLY: dict[type, Callable[[Draft, Any], None]] = {

@@ -7,6 +7,7 @@ which only computes new args.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -196,8 +197,17 @@ def bindings(**roles: str | None) -> FrozenDict:
     return FrozenDict({role: name for role, name in roles.items() if name is not None})
 
 
+_NOT_IN_A_NAME = re.compile("[^0-9a-zA-Z_]+")
+
+
 def fresh_name(program: ProgramView, preferred: str, taken: AbstractSet[str] = frozenset()) -> str:
-    """`preferred`, or `preferred_1`, `preferred_2`, ... : the first that no node has."""
+    """`preferred`, or `preferred_1`, `preferred_2`, ... : the first that no node has.
+    `preferred` is made a name as FX makes one: a run of characters other than ASCII
+    letters, digits and `_` becomes `_`, and a leading digit gets a `_` before it
+    (`block1-0 f_packed_weight_0` -> `block1_0_f_packed_weight_0`)."""
+    preferred = _NOT_IN_A_NAME.sub("_", preferred) or "_unnamed"
+    if preferred[0].isdigit():
+        preferred = f"_{preferred}"
     name, suffix = preferred, 0
     while name in program or name in taken:
         suffix += 1
