@@ -74,7 +74,7 @@ def test_a_module_that_is_no_module_is_refused_naming_its_type():
 def test_a_module_at_an_invalid_path_is_refused_naming_the_path():
     program = tiny_program()
     error = refusal(program, [SetModule("a..b", nn.ReLU())])
-    assert (error.message, error.node) == ("invalid attribute path 'a..b'", None)
+    assert (error.message, error.node) == ("invalid attribute path 'a..b': a part is empty", None)
     assert error.program is program
 
 
@@ -266,8 +266,8 @@ def test_a_module_or_constant_target_that_only_compares_equal_to_a_path_is_refus
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (SetModule(3, nn.ReLU()), "invalid attribute path 3"),
-        (SetConstant(("offset",), 1.0), "invalid attribute path ('offset',)"),
+        (SetModule(3, nn.ReLU()), "invalid attribute path 3: not a string"),
+        (SetConstant(("offset",), 1.0), "invalid attribute path ('offset',): not a string"),
     ],
     ids=["module", "constant"],
 )

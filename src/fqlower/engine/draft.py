@@ -353,7 +353,9 @@ def _node(node: Node, op: str, target: Any, args: tuple[Any, ...], kwargs: Froze
 def _check_path(draft: Draft, path: str) -> None:
     """A path as torch's modules take it: dot-separated, no part empty. Parts need not be
     identifiers (`add_module` takes `block1-0`, `0conv`, `my conv`, `étage`)."""
-    if not isinstance(path, str) or not all(path.split(".")):
+    if not isinstance(path, str):
+        raise draft.fail(f"invalid attribute path {path!r}: not a string", None)
+    if not all(path.split(".")):
         raise draft.fail(f"invalid attribute path {path!r}: a part is empty", None)
 
 
