@@ -1,16 +1,23 @@
 # The README's two commands: `make demo` and `make test`. Both create .venv when missing.
 PYTHON ?= python3
-VENV := .venv
+# The torch release to build and test against, with the torchvision release paired with
+# it: `make test TORCH=2.14.1` builds .venv-torch2.14.1 beside .venv (CI keeps 2.13.0).
+TORCH ?= 2.13.0
+TORCHVISION_2.13.0 := 0.28.0
+TORCHVISION_2.14.1 := 0.29.1
+TORCHVISION ?= $(TORCHVISION_$(TORCH))
+VENV := $(if $(filter 2.13.0,$(TORCH)),.venv,.venv-torch$(TORCH))
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean property-thorough mutation
+.PHONY: demo test bench venv clean property-explore property-thorough mutation
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@test -n "$(TORCHVISION)" || { echo "no torchvision release is paired with torch $(TORCH) here: give TORCHVISION=..."; exit 2; }
 	# torch is pinned here: an unpinned install pulls a multi-GB CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==$(TORCH) torchvision==$(TORCHVISION)
 	$(PY) -m pip install --quiet -e '.[test]'
 	# Graphviz's `dot` renders `fqlower diff --svg`; its tests skip, saying why, without it.
 	@command -v dot >/dev/null || { \
@@ -28,7 +35,7 @@ demo: $(STAMP)
 	$(VENV)/bin/fqlower demo
 
 # deterministic by default (the derandomized `ci` profile): a user's `make test` never
-# fails by chance. HYPOTHESIS_PROFILE=dev or thorough explores new examples.
+# fails by chance. `make property-explore` (HYPOTHESIS_PROFILE=dev) explores new examples.
 HYPOTHESIS_PROFILE ?= ci
 export HYPOTHESIS_PROFILE
 
@@ -42,7 +49,12 @@ bench: $(STAMP)
 	$(PY) bench/codec.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf .venv .venv-torch*
+
+# New random examples on every run (the default ci profile is derandomized): for
+# exploring, never for CI. A failure prints the example to keep as an @example.
+property-explore: $(STAMP)
+	HYPOTHESIS_PROFILE=dev $(PY) -m pytest -q -p no:cacheprovider property_tests
 
 # 1000 examples per property (the ci profile runs 40)
 property-thorough: $(STAMP)

@@ -1,12 +1,45 @@
-"""Shared pytest configuration: hypothesis profiles live here and nowhere else.
+"""Shared pytest configuration: hypothesis profiles live here and nowhere else, and
+torchvision is made importable beside the CPU torch.
 
-HYPOTHESIS_PROFILE=ci (set by .ci/run) is derandomized and bounded; `thorough`
-is for local bug hunts: HYPOTHESIS_PROFILE=thorough make test.
+The default profile, `ci`, is derandomized and bounded, so `pytest` and `make test` never
+fail by chance; `dev` explores new random examples (`make property-explore`), and
+`thorough` is for local bug hunts (`make property-thorough`).
 """
 
+import importlib
 import os
 import sys
 import warnings
+
+import torch
+
+
+def import_torchvision_beside_cpu_torch():
+    """PyPI's torchvision wheels are CUDA builds: beside the CPU torch their C extension does
+    not load, and `import torchvision` then fails registering fake kernels for the ops it
+    lacks (`RuntimeError: operator torchvision::nms does not exist`). torch's own test
+    utilities import torchvision whenever it is installed, and the architectures are pure
+    Python, so the two op schemas are declared first (without kernels) and the import
+    retried. Where the extension loads (a CUDA torch), the plain import succeeds and
+    nothing is declared."""
+    try:
+        importlib.import_module("torchvision")
+    except ImportError:
+        return  # not installed: the torchvision suite says so itself
+    except RuntimeError as error:
+        if "torchvision::" not in str(error):
+            raise
+        for name in [name for name in sys.modules if name == "torchvision" or name.startswith("torchvision.")]:
+            del sys.modules[name]
+        library = torch.library.Library("torchvision", "DEF")
+        library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        TORCHVISION_SCHEMAS.append(library)  # a Library undoes its definitions when collected
+        importlib.import_module("torchvision")
+
+
+TORCHVISION_SCHEMAS: list = []
+import_torchvision_beside_cpu_torch()
 
 # Imported first, for its side effect: torch's test utilities (which the zoo uses) register
 # their own hypothesis profile "dev" (10 random examples, a 200 ms deadline) and load it on
@@ -17,12 +50,12 @@ from hypothesis import HealthCheck, settings
 
 COMMON = dict(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 PROFILES = {
-    "ci": dict(max_examples=40, derandomize=True),
+    "ci": dict(max_examples=40, derandomize=True),  # the default
     "dev": dict(max_examples=40),
     "thorough": dict(max_examples=1000),
     "fuzz-thorough": dict(max_examples=10000),
 }
-PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 
 
 def load_fqlower_profile():

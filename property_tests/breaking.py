@@ -99,6 +99,29 @@ def apply_break(reference: ReferenceModel, site: Break) -> ReferenceModel:
     return ReferenceModel(gm, qconfig_map, scope, reference.example_inputs)
 
 
+def explicit_form(reference: ReferenceModel) -> ReferenceModel:
+    """A copy of `reference` whose functional convs pass every argument positionally, the
+    geometric ones as tuples (`F.conv_transpose2d(x, w, b, (1, 1), (0, 0), (0, 0), 1, (1, 1))`):
+    the one form torch 2.13's lowering packs. Same computation; an oracle for models
+    whose convs torch cannot read in their written form (ints, defaults)."""
+    gm, qconfig_map, scope = copy.deepcopy((reference.module, dict(reference.qconfig_map), dict(reference.node_name_to_scope)))
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in CONV_DIMS:
+            continue
+        bound, dims = {**CONV_DEFAULTS, "bias": None, **_bound(node)}, CONV_DIMS[node.target]
+        node.args = tuple(
+            bound[name] if name in ("input", "weight", "bias", "groups") else _as_tuple(bound[name], dims)
+            for name in PARAMETERS[node.target]
+        )
+        node.kwargs = {}
+    gm.recompile()
+    return ReferenceModel(gm, qconfig_map, scope, reference.example_inputs)
+
+
+def _as_tuple(value: Any, dims: int) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
+
+
 @attrs.frozen(repr=False, eq=False)
 class BrokenExample:
     """A generated example whose reference model carries one break."""
@@ -140,4 +163,4 @@ def breaking_examples(draw: Any) -> BrokenExample:
     return BrokenExample(example, site, apply_break(example.reference, site))
 
 
-__all__ = ["Break", "BrokenExample", "apply_break", "breaking_examples"]
+__all__ = ["Break", "BrokenExample", "apply_break", "breaking_examples", "explicit_form"]

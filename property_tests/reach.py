@@ -15,10 +15,10 @@ from the strategy, then asserts the share.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 
@@ -54,10 +54,16 @@ class Reach:
 
 
 def run_law(
-    law: str, strategy: st.SearchStrategy[Any], check: Callable[[Any], tuple[str, bool]], share: float, at_least: int = 0
+    law: str,
+    strategy: st.SearchStrategy[Any],
+    check: Callable[[Any], tuple[str, bool]],
+    share: float,
+    at_least: int = 0,
+    explicit: Sequence[Any] = (),
 ) -> None:
-    """Check `law` on examples of `strategy` (the profile's number, or `at_least`); fail when
-    fewer than `share` of them reach its checks."""
+    """Check `law` on examples of `strategy` (the profile's number, or `at_least`), after
+    the `explicit` ones (regressions, as `@example`s); fail when fewer than `share` of
+    them reach its checks."""
     reach = Reach(law)
 
     def each(example: Any) -> None:
@@ -67,5 +73,8 @@ def run_law(
     # here: the law's name gives each law its own examples
     each._hypothesis_internal_add_digest = law.encode()  # type: ignore[attr-defined]
     examples = max(settings.default.max_examples, at_least)
-    settings(settings.default, max_examples=examples)(given(strategy)(each))()
+    test = given(strategy)(each)
+    for value in explicit:
+        test = example(value)(test)
+    settings(settings.default, max_examples=examples)(test)()
     reach.assert_share(share)
