@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -10,6 +11,7 @@ import attrs
 import torch
 import torch.fx
 
+from fqlower.cautions import recipe_engine_cautions
 from fqlower.log import PROVENANCE, Change, ChangeLog, apply_log, without_change_hashes
 from fqlower.engine.edits import SetConstant
 from fqlower.emit import to_fx
@@ -17,6 +19,9 @@ from fqlower.errors import UnsupportedInput
 from fqlower.ir import Program, from_fx, gc_paused
 from fqlower.emit.original_weights import ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup
 from fqlower.engine.pipeline import Pipeline, Timing
+
+
+LOGGER = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -47,6 +52,8 @@ def lower(
         check_on_cpu(program)
         timing = Timing()
         result, log = pipeline.run_logged(program, (timing,))
+        cautions = recipe_engine_cautions(program, log.changes, torch.backends.quantized.engine)
+        log = attrs.evolve(log, entries=log.entries + cautions) if cautions else log
         module = _emit(result.program, log.changes, keep_original_weights)
     return Lowering(module, result.program, log, tuple(timing.seconds))
 
@@ -153,7 +160,8 @@ def lower_to_native_backend(
     """Same signature and result as torch's `_lower_to_native_backend`; leaves `model` as it was.
 
     Runs the default pipeline as `lower` does, but without the change log's fingerprints
-    and structural hashes: only the module is returned, so nobody could read them."""
+    and structural hashes: only the module is returned, so nobody could read them. A
+    caution (fqlower.cautions) goes to the `fqlower` logger as a warning instead."""
     with gc_paused():
         return _lower_module(model, qconfig_map, node_name_to_scope, keep_original_weights)
 
@@ -172,4 +180,6 @@ def _lower_module(
     check_on_cpu(program)
     with without_change_hashes():
         result = default_pipeline().run(program)
+    for caution in recipe_engine_cautions(program, result.changes, torch.backends.quantized.engine):
+        LOGGER.warning("caution [%s] %s", caution.check, caution.message)  # no log to hold it
     return _emit(result.program, result.changes, keep_original_weights)

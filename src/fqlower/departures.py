@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.fx
 
-from fqlower.log import ChangeLog, Skip
+from fqlower.log import Caution, ChangeLog, Skip
 from fqlower.compare import module_types, values_equal
 from fqlower.log.fingerprint import describe
 from fqlower.reasons import is_departure
@@ -41,7 +41,7 @@ def departures(lowering: Lowering | ChangeLog) -> list[str]:
     """One line per departure entry of the lowering's log (empty when it follows torch everywhere)."""
     found = []
     for entry in _log(lowering).entries:
-        if not is_departure(entry.code):
+        if isinstance(entry, Caution) or not is_departure(entry.code):
             continue
         if isinstance(entry, Skip):
             found.append(f"[{entry.code}] skip {entry.rule} at {entry.node!r}: {entry.reason}")
@@ -54,7 +54,7 @@ def departed_nodes(lowering: Lowering | ChangeLog) -> set[str]:
     """The nodes the departure entries name (a skip's node; a change's anchor and bindings)."""
     names: set[str] = set()
     for entry in _log(lowering).entries:
-        if not is_departure(entry.code):
+        if isinstance(entry, Caution) or not is_departure(entry.code):
             continue
         if isinstance(entry, Skip):
             names.add(entry.node)

@@ -64,6 +64,8 @@ def _lowering_from(args: argparse.Namespace, reference: Any, log_path: str | Non
 
 
 def _print_summary(lowering: Any, reference_nodes: int) -> None:
+    from fqlower.explain.records import format_caution
+
     changes = Counter(change.step for change in lowering.log.changes)
     skips = Counter(skip.step for skip in lowering.log.skips)
     timings = list(lowering.timings)
@@ -72,6 +74,8 @@ def _print_summary(lowering: Any, reference_nodes: int) -> None:
         ms = f"{1e3 * timings[step][1]:.2f}" if step < len(timings) and timings[step][0] == record.name else "-"
         print(f"{step:>4}  {record.name:<28} {changes[step]:>8} {skips[step]:>6} {ms:>8}")
     print(f"reference: {reference_nodes} nodes -> lowered: {len(lowering.module.graph.nodes)} nodes")
+    for caution in lowering.log.cautions:
+        print(format_caution(caution))
 
 
 def _write_outputs(lowering: Any, output: str | None, log: str | None = None) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from fqlower.log import Change, ChangeLog, Entry, Header, PassRecord, Skip, record_into
+from fqlower.log import Caution, Change, ChangeLog, Entry, Header, PassRecord, Skip, record_into
 from fqlower.engine.draft import Draft
 from fqlower.engine.edits import Edit
 from fqlower.errors import FqlowerError
@@ -238,6 +238,8 @@ def _stamped(entry: Entry, step: int, pass_name: str) -> Entry:
         return Change(step, pass_name, entry.rule, entry.anchor, entry.bindings, entry.edits, entry.matched, entry.produced, entry.code, entry.reason)
     if type(entry) is Skip:
         return Skip(step, pass_name, entry.rule, entry.node, entry.reason, entry.code)
+    if isinstance(entry, Caution):  # about the model, not a step of it
+        return entry
     return attrs.evolve(entry, step=step, pass_name=pass_name)
 
 

@@ -182,6 +182,7 @@ def explain(lowering: Lowering, reference: torch.fx.GraphModule | None = None) -
         leftovers=tuple(leftovers),
         coverage=coverage(lowering, start) if start is not None else None,
         changes=len(lowering.log.changes),
+        cautions=lowering.log.cautions,
     )
 
 

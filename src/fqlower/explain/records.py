@@ -7,7 +7,7 @@ import attrs
 import torch
 import torch.fx
 
-from fqlower.log import Skip
+from fqlower.log import Caution, Skip
 
 QUANTIZE = "quantize_per_tensor"
 QUANTIZE_DYNAMIC = "quantize_per_tensor_dynamic"
@@ -102,6 +102,7 @@ class Explanation:
     leftovers: tuple[Leftover, ...]
     coverage: Coverage | None
     changes: int | None = None  # rewrites in the log; None when unknown
+    cautions: tuple[Caution, ...] = ()  # the log's (fqlower.cautions)
 
     @property
     def never_quantized(self) -> bool:
@@ -141,4 +142,9 @@ class Explanation:
             lines.append("expected conversions:")
             lines += [f"  {leftover.description}  ({'; '.join(leftover.reasons)})" for leftover in boundaries]
         lines.append(self.coverage.format() if self.coverage is not None else "coverage: not computed (pass the reference model)")
+        lines += [format_caution(caution) for caution in self.cautions]
         return "\n".join(lines)
+
+
+def format_caution(caution: Caution) -> str:
+    return f"caution [{caution.check}] {caution.message}"

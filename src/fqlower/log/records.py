@@ -56,7 +56,20 @@ class Skip:
     code: Code = Code.AS_TORCH
 
 
-Entry = Union[Change, Skip]
+@attrs.frozen
+class Caution:
+    """Something about the lowered model a user must know although every rewrite is
+    right: `check` found it at `nodes`, and `message` says what and what to do.
+
+    (`recipe-engine`: ops calibrated for 8-bit activations, lowered for an engine
+    whose kernels can saturate on them; fqlower.cautions.)"""
+
+    check: str
+    nodes: tuple[str, ...]
+    message: str
+
+
+Entry = Union[Change, Skip, Caution]
 
 
 @attrs.frozen
@@ -95,6 +108,10 @@ class ChangeLog:
     def skips(self) -> tuple[Skip, ...]:
         return tuple(entry for entry in self.entries if isinstance(entry, Skip))
 
+    @property
+    def cautions(self) -> tuple[Caution, ...]:
+        return tuple(entry for entry in self.entries if isinstance(entry, Caution))
+
     def dumps(self) -> str:
         """The log as JSON Lines (canonical: byte-identical for equal logs)."""
         lines = [_dump_json({"kind": "header", **CONVERTER.unstructure(self.header)})]
@@ -131,7 +148,7 @@ _EDIT_KINDS: dict[str, type] = {
     "set_module": SetModule,
     "set_constant": SetConstant,
 }
-_ENTRY_KINDS: dict[str, type] = {"change": Change, "skip": Skip}
+_ENTRY_KINDS: dict[str, type] = {"change": Change, "skip": Skip, "caution": Caution}
 
 
 def _layout(cls: type, **fields: Any) -> None:
@@ -187,6 +204,7 @@ for _edit in _EDIT_KINDS.values():
 _tagged_union(Edit, "edit", _EDIT_KINDS, "edit kind")
 _layout(Change, pass_name=override(rename=_RENAMED["pass_name"]), bindings=_names, edits=list_field(tuple[Edit, ...]))
 _layout(Skip, pass_name=override(rename=_RENAMED["pass_name"]))
+_layout(Caution, nodes=list_field(tuple[str, ...]))
 _tagged_union(Entry, "kind", _ENTRY_KINDS, "entry kind")
 _layout(Header, versions=_names, passes=list_field(tuple[PassRecord, ...]))
 
