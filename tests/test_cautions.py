@@ -20,6 +20,7 @@ from fqlower.cautions import RECIPE_ENGINE
 from fqlower.compare import lowering_differences
 from fqlower.explain import explain
 from fqlower.log import Caution
+from fqlower.reasons import Code
 from fqlower.reference import quantized_engine, reference_model, torch_lowering
 
 
@@ -98,6 +99,7 @@ def test_a_caution_in_a_log_is_read_strictly():
         ChangeLog.loads(header + "\n" + caution)
     log = ChangeLog.loads(header + "\n" + caution.replace('"fc"', '["fc"]'))
     assert log.cautions == (Caution("recipe-engine", ("fc",), "m"),) and log.changes == () and log.skips == ()
+    assert log.cautions[0].code is Code.AS_TORCH  # every entry has a code: a caution's lowering is torch's
 
 
 def test_explain_shows_the_caution():

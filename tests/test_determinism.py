@@ -16,7 +16,7 @@ def test_torchs_test_utilities_do_not_replace_the_profile():
     decorated afterwards, so `make test` was neither derandomized nor bounded."""
     import torch.testing._internal.common_quantization  # noqa: F401
 
-    examples, derandomized = PROFILES[os.environ.get("HYPOTHESIS_PROFILE", "dev")]
+    examples, derandomized = PROFILES[os.environ.get("HYPOTHESIS_PROFILE", "ci")]  # ci: conftest's default
     seen = []
 
     @given(st.integers())

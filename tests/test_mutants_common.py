@@ -247,7 +247,7 @@ class LinearThrice(nn.Module):
         return self.fc(self.fc(self.fc(x)))
 
 
-def test_a_module_called_three_times_is_left_at_each_call_naming_the_two_others():
+def test_a_module_called_three_times_departs_at_each_call_naming_every_call_and_its_path():
     from torch.ao.quantization import get_default_qconfig_mapping
 
     from fqlower.passes import LOWER_STATIC_MODULES
@@ -257,19 +257,21 @@ def test_a_module_called_three_times_is_left_at_each_call_naming_the_two_others(
     calls = [node.name for node in reference.module.graph.nodes if node.op == "call_module" and node.target == "fc"]
     assert len(calls) == 3
     result = LOWER_STATIC_MODULES.run(fqlower.from_fx(reference.module, reference.qconfig_map, reference.node_name_to_scope))
-    expected = [
-        (
-            f"module 'fc' is also called by {', '.join(f'%{other}' for other in calls if other != call)}: one quantized "
-            "module cannot serve every call; torch would give every call the output qparams of the last one it lowers",
-            "torch-wrong-result",
-        )
-        for call in calls
+    paths = dict(zip(calls, ("fc_1", "fc_2", "fc")))
+    reason = (
+        f"module 'fc' is called by {', '.join('%' + call for call in calls)} with different output qparams: each call "
+        f"gets a quantized module of its own ({', '.join(f'%{call} -> {paths[call]!r}' for call in calls)}); "
+        "torch would give every call those of the last"
+    )
+    assert [(change.anchor, change.reason, change.code.value) for change in result.entries] == [
+        (change.anchor, reason, "torch-wrong-result") for change in result.changes
     ]
-    assert [(skip.reason, skip.code.value) for skip in result.entries] == expected
+    assert len(result.changes) == 3 and len(result.entries) == 3
 
 
 def test_a_module_swapping_pass_tries_its_rule_on_its_candidates_only():
-    from fqlower.passes.common import ModuleSwapPass, is_call_module
+    from fqlower.passes.common import is_call_module
+    from fqlower.passes.module_calls import ModuleSwapPass
     from fqlower.engine.pipeline import Miss
 
     def looked_at(program, node):

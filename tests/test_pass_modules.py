@@ -300,16 +300,16 @@ class LinearTwice(nn.Module):
         return self.fc(self.fc(x))
 
 
-def test_regression_static_module_called_twice_stays_float_and_runs():
+def test_regression_static_module_called_twice_runs_natively_at_both_calls():
     # Found by the fuzzer: swapping `fc` for the first call fed the quantized Linear a
-    # float tensor at the second call, and the lowered model crashed.
+    # float tensor at the second call, and the lowered model crashed. Then both calls
+    # stayed float; now each call gets its own quantized module (tests/test_module_calls.py).
     x = torch.randn(8, 4)
     reference = reference_model(LinearTwice(), (x,), get_default_qconfig_mapping("fbgemm"))
     lowering = fqlower.lower(reference.module, reference.qconfig_map, reference.node_name_to_scope)
-    skips = [entry for entry in lowering.log.entries if isinstance(entry, Skip) and entry.pass_name == "lower-static-modules"]
-    assert len(skips) == 2
-    assert all("module 'fc' is also called by" in skip.reason for skip in skips)
-    assert type(lowering.module.fc) is nnqr.Linear
+    changes = [change for change in lowering.log.changes if change.pass_name == "lower-static-modules"]
+    assert len(changes) == 2 and not [skip for skip in lowering.log.skips if skip.pass_name == "lower-static-modules"]
+    assert type(lowering.module.fc) is nnq.Linear and type(lowering.module.fc_1) is nnq.Linear
     expected = reference.module(x)
     assert (lowering.module(x) - expected).abs().max() <= 0.05 * expected.abs().max()
 

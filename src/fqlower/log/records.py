@@ -67,6 +67,8 @@ class Caution:
     check: str
     nodes: tuple[str, ...]
     message: str
+    # as every entry, how the lowering relates to torch's: a caution's lowering is torch's
+    code: Code = Code.AS_TORCH
 
 
 Entry = Union[Change, Skip, Caution]

@@ -6,7 +6,6 @@ which only computes new args.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -15,10 +14,10 @@ import attrs
 import torch
 from torch import nn
 
-from fqlower.ir import Build, FrozenDict, Node, Original, Program, ProgramView, Ref, map_arg
+from fqlower.ir import Build, FrozenDict, Node, Original, ProgramView, Ref, map_arg
 from fqlower.names import qualified_name
 from fqlower.patterns import RELU_FUNCTIONS, TRANSPOSED_CONVS, WEIGHT_QUANTIZER_ARGS
-from fqlower.engine.pipeline import Candidate, Match, Matcher, Miss, PassResult, Rewriter, rule_pass
+from fqlower.engine.pipeline import Match, Miss
 from fqlower.reasons import Code
 
 
@@ -227,50 +226,3 @@ def produced_from_constants(program: ProgramView, name: str) -> bool:
                 seen.add(used)
                 frontier.append(used)
     return True
-
-
-def module_call_sites(program: ProgramView) -> dict[str, tuple[str, ...]]:
-    """module path -> the call_module nodes that call it, in graph order."""
-    sites: dict[str, list[str]] = {}
-    nodes = program.graph.nodes
-    for name in program.graph.order:
-        node = nodes[name]
-        if node.op == "call_module":
-            sites.setdefault(node.target, []).append(name)
-    return {path: tuple(names) for path, names in sites.items()}
-
-
-def _unshared(match: Matcher, sites: dict[str, tuple[str, ...]], program: ProgramView, node: Node) -> Match | Miss | None:
-    outcome = match(program, node)
-    if not isinstance(outcome, Match):
-        return outcome
-    reference = program.node(outcome.bindings["reference"])
-    others = [f"%{site}" for site in sites.get(reference.target, ()) if site != reference.name]
-    if not others:
-        return outcome
-    return Miss(
-        f"module {reference.target!r} is also called by {', '.join(others)}: one quantized module cannot "
-        "serve every call; torch would give every call the output qparams of the last one it lowers",
-        Code.TORCH_WRONG_RESULT,
-    )
-
-
-@attrs.frozen
-class ModuleSwapPass:
-    """A one-rule pass whose rule swaps the module its `reference` binding calls.
-
-    A module called from several places stays float: a static quantized module
-    carries one call's output qparams, and swapping it for one call would feed it a
-    float tensor at the others or give them that call's qparams, which is how torch
-    2.13 lowers such models wrongly. (Dynamic and weight-only quantized modules
-    take what their reference modules take, so sharing them is safe.)
-    """
-
-    name: str
-    match: Matcher
-    rewrite: Rewriter
-    candidate: Candidate | None = None
-
-    def run(self, program: Program) -> PassResult:
-        guarded = functools.partial(_unshared, self.match, module_call_sites(program))
-        return rule_pass(self.name, guarded, self.rewrite, self.candidate).run(program)

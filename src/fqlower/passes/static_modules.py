@@ -23,10 +23,9 @@ from typing import Any, cast
 import attrs
 import torch
 
-from fqlower.engine.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
+from fqlower.engine.edits import Edit, RemoveNode, ReplaceUses, SetArgs
 from fqlower.ir import Node, ProgramView
 from fqlower.passes.common import (
-    ModuleSwapPass,
     from_reference,
     is_dequantize,
     is_quantize_per_tensor,
@@ -39,6 +38,7 @@ from fqlower.passes.common import (
     source_of_constant,
     source_of_module,
 )
+from fqlower.passes.module_calls import ModuleSwapPass, swap_module
 from fqlower.patterns import STATIC_FUSED_MODULES, STATIC_MODULES
 from fqlower.engine.pipeline import Match, Miss
 from fqlower.reasons import Code
@@ -147,7 +147,7 @@ def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     relu = roles.get("relu")
     output = relu if relu is not None and found.code is Code.TORCH_WRONG_RESULT else reference.name
     edits: list[Edit] = [
-        SetModule(reference.target, spec),
+        *swap_module(found, reference, spec),
         SetArgs(reference.name, reroute_dequantized(reference.args, {dequantize.name: dequantize.args[0].name}), reference.kwargs),
         ReplaceUses(roles["quantize"], output),
         RemoveNode(roles["quantize"]),

@@ -9,10 +9,9 @@
 
 from __future__ import annotations
 
-from fqlower.engine.edits import Edit, RemoveNode, ReplaceUses, SetArgs, SetModule
+from fqlower.engine.edits import Edit, RemoveNode, ReplaceUses, SetArgs
 from fqlower.ir import Node, ProgramView
 from fqlower.passes.common import (
-    ModuleSwapPass,
     dequantize_sources,
     from_reference,
     is_dequantize,
@@ -27,6 +26,7 @@ from fqlower.passes.common import (
     source_of_module,
 )
 from fqlower.passes.static_modules import padding_by_name
+from fqlower.passes.module_calls import ModuleSwapPass, swap_module
 from fqlower.patterns import STATIC_TWO_INPUT_FUSED_MODULES
 from fqlower.engine.pipeline import Match, Miss
 
@@ -65,7 +65,7 @@ def rewrite(program: ProgramView, found: Match) -> list[Edit]:
         source_of_constant(program, zero_point.target),
     )
     edits: list[Edit] = [
-        SetModule(reference.target, spec),
+        *swap_module(found, reference, spec),
         SetArgs(reference.name, reroute_dequantized(reference.args, dequantize_sources(program, reference.args)), reference.kwargs),
         ReplaceUses(roles["quantize"], reference.name),
         RemoveNode(roles["quantize"]),
