@@ -13,8 +13,9 @@ with ``append``). Containers are shared by the blocks that name them, each name
 always with the same type, so one ``set_module_name(<container>, None)`` can switch
 several blocks off. Depth 2: ``layer1.0`` (ResNet), ``features.2`` (VGG),
 ``stage2.unit1``, ``blocks.0`` (ViT); depth 3: ``encoder.layers.0`` (BERT),
-``trunk_output.block1.unit1`` (RegNet), ``backbone.body.layer1`` (detection
-backbones), ``features.3.block`` (MobileNetV3). Names are identifiers or digits.
+``trunk_output.block1.block1-0`` (RegNet, hyphen included), ``backbone.body.layer1`` (detection
+backbones), ``features.3.block`` (MobileNetV3). Names are identifiers, digits, or
+(RegNet's) neither, which only a ModuleDict's subscript reaches: ``["block1-0"]``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _D2 = (
 )
 _D3 = (
     ("encoder:nn.ModuleDict", "layers:nn.ModuleList", "{n}"),
-    ("trunk_output:nn.ModuleDict", "block{g}:nn.ModuleDict", "unit{n1}"),
+    ("trunk_output:nn.ModuleDict", "block{g}:nn.ModuleDict", "block{g}-{n}"),
     ("backbone:nn.ModuleDict", "body:nn.ModuleDict", "layer{n1}"),
     ("features:nn.Sequential", "{n}:nn.ModuleDict", "block"),
 )
@@ -65,8 +66,8 @@ class Tree:
 
 
 def access(path: Sequence[str]) -> str:
-    """Python for the module at ``path`` below ``self``: ``.layer1[0].conv``."""
-    return "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in path)
+    """Python for the module at ``path`` below ``self``: ``.layer1[0].conv``, ``.block1["block1-0"]``."""
+    return "".join(f"[{part}]" if part.isdigit() else f".{part}" if part.isidentifier() else f"[{part!r}]" for part in path)
 
 
 def attach(root: nn.Module, path: Sequence[str], containers: Sequence[str], module: nn.Module, namespace: dict[str, Any]) -> None:
@@ -88,5 +89,8 @@ def attach_source(path: Sequence[str], containers: Sequence[str], module: str, c
         created.add(path[:depth])
         value = f"{containers[depth - 1]}()" if depth < len(path) else module
         parent, name = "self" + access(path[: depth - 1]), path[depth - 1]
-        lines.append(f"{parent}.append({value})" if name.isdigit() else f"{parent}.{name} = {value}")
+        if name.isdigit():
+            lines.append(f"{parent}.append({value})")
+        else:
+            lines.append(f"{parent}.{name} = {value}" if name.isidentifier() else f"{parent}[{name!r}] = {value}")
     return lines

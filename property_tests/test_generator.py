@@ -302,8 +302,9 @@ def nested_specs() -> list[Any]:
 
 def test_scoped_blocks_nest_one_two_and_three_levels_deep() -> None:
     """Over 200 draws: blocks at every depth, functional linear/conv two and three levels
-    deep, numbered (`layer1.0`) and named (`stage2.unit1`) parts; every part a name torch
-    accepts and real models use (an identifier or digits), every path a Block<i>."""
+    deep, numbered (`layer1.0`) and named (`stage2.unit1`) parts, and RegNet's hyphenated
+    `block1-0`; every part a name torch accepts and real models use (an identifier,
+    digits, or `block<g>-<n>`), every path a Block<i>."""
     depths: collections.Counter[int] = collections.Counter()
     functional: collections.Counter[tuple[str, int]] = collections.Counter()
     parts = set()
@@ -317,13 +318,14 @@ def test_scoped_blocks_nest_one_two_and_three_levels_deep() -> None:
                 functional[(block.kind, depth)] += 1
             if block.scoped:
                 assert type(modules[block.scope]).__name__ == f"Block{block.index}"
-                assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+", part) for part in block.path), block.path
-                parts.update(block.path[:-1])
+                assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+|block[0-9]+-[0-9]+", part) for part in block.path), block.path
+                parts.update(block.path)
             else:
                 assert f"b{block.index}" not in modules
     assert min(depths[depth] for depth in (0, 1, 2, 3)) >= 0.1 * sum(depths.values()), depths
     assert all(functional[(kind, depth)] > 0 for kind in ("functional_linear", "functional_conv") for depth in (2, 3)), functional
     assert any(part.isdigit() for part in parts) and any(not part.isdigit() for part in parts)
+    assert any("-" in part for part in parts)  # a name that is no identifier reaches the lowering
 
 
 def test_containers_are_shared_and_numbered_in_order() -> None:
