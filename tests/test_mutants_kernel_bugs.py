@@ -23,13 +23,13 @@ from torch.ao.quantization import MinMaxObserver, QConfig, default_qconfig
 
 import fqlower
 from fqlower import Build, Original, SetModule
+from fqlower.passes.module_options import option_problem
 from fqlower.passes.kernel_bugs import (
     _after_a_conv,
     _clamps,
     _is_conv_module,
     _one_sided_clamp,
     _prelu_problem,
-    embedding_bag_problem,
     kernel_problem,
     view_of_channels_last,
 )
@@ -369,13 +369,13 @@ def test_other_views_need_no_reshape(graph):
     assert view_of_channels_last(program, op) is None
 
 
-# --- embedding_bag_problem -----------------------------------------------------------------------------
+# --- an EmbeddingBag's mode (module_options.option_problem) -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["mean", "max"])
 def test_a_reference_embedding_bag_that_does_not_sum_is_left_with_the_exact_reason(mode):
     program, op = one_op(lambda b, x: b.module("op", "bag", nnqr.EmbeddingBag(10, 4, mode=mode), x))
-    assert embedding_bag_problem(op, program.modules["bag"]) == Miss(
+    assert option_problem(op, program.modules["bag"]) == Miss(
         f"EmbeddingBag 'bag' reduces with {mode!r}: the quantized EmbeddingBag always sums (torch 2.13 passes "
         "mode 0 to its kernel), so torch's lowered model would compute something else",
         Code.TORCH_WRONG_RESULT,
@@ -389,4 +389,4 @@ def test_a_reference_embedding_bag_that_does_not_sum_is_left_with_the_exact_reas
 )
 def test_other_embedding_bags_are_fine(module):
     program, op = one_op(lambda b, x: b.module("op", "bag", module, x))
-    assert embedding_bag_problem(op, module) is None
+    assert option_problem(op, module) is None

@@ -12,6 +12,7 @@ import torch
 import torch.fx
 
 from fqlower.cautions import recipe_engine_cautions
+from fqlower.passes.module_options import check_inplace_activations
 from fqlower.log import PROVENANCE, Change, ChangeLog, apply_log, without_change_hashes
 from fqlower.engine.edits import SetConstant
 from fqlower.emit import to_fx
@@ -50,6 +51,7 @@ def lower(
     with gc_paused():
         program = from_fx(model, qconfig_map, node_name_to_scope)
         check_on_cpu(program)
+        check_inplace_activations(program)
         timing = Timing()
         result, log = pipeline.run_logged(program, (timing,))
         cautions = recipe_engine_cautions(program, log.changes, torch.backends.quantized.engine)
@@ -178,6 +180,7 @@ def _lower_module(
 
     program = from_fx(model, qconfig_map, node_name_to_scope)
     check_on_cpu(program)
+    check_inplace_activations(program)
     with without_change_hashes():
         result = default_pipeline().run(program)
     for caution in recipe_engine_cautions(program, result.changes, torch.backends.quantized.engine):

@@ -22,6 +22,7 @@ from fqlower.engine.edits import Edit, SetArgs, SetModule
 from fqlower.ir import Build, Node, ProgramView, Ref
 from fqlower.names import qualified_name
 from fqlower.passes.common import bindings, from_reference, is_call_module, module_of, node_of, reroute_dequantized, source_of_module
+from fqlower.passes.module_options import option_problem
 from fqlower.patterns import DYNAMIC_FUSED_MODULES, DYNAMIC_MODULES
 from fqlower.engine.pipeline import Match, Miss, rule_pass
 from fqlower.reasons import Code
@@ -64,6 +65,9 @@ def match(program: ProgramView, reference: Node) -> Match | Miss | None:
         return None
     if isinstance(quantized, Miss):
         return quantized
+    unhonoured = option_problem(reference, module_of(program, reference))
+    if unhonoured is not None:
+        return unhonoured
     if not reference.args:
         return Miss(f"{reference.name!r} takes its input as a keyword: torch reads args[0] and fails", Code.TORCH_CRASHES)
     if not isinstance(dynamic.arg(0, "input"), Ref):

@@ -15,7 +15,10 @@ a `Miss`, or None when the kernel is right here:
     %y = conv(...).view(n, -1)     quantized convolutions return channels_last tensors, on
                                    which such a view fails (the float model's is contiguous):
                                    this one is lowered, as a reshape
-    EmbeddingBag(mode='mean'|'max') the quantized module always sums
+    %y = interpolate(%x, mode='bicubic') or antialias=True: no quantized kernel
+
+(Options of swapped modules that the native module ignores, such as an
+EmbeddingBag's mode: fqlower.passes.module_options.)
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.ao.nn.quantized.reference as nnqr
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -55,7 +57,28 @@ def kernel_problem(program: ProgramView, op: Node, module: Any) -> Miss | None:
             )
     if type(module) is nn.PReLU:
         return _prelu_problem(op, module)
+    resampling = _resampling_without_kernel(op, module)
+    if resampling is not None:
+        return Miss(
+            f"%{op.name} resamples with {resampling}, which has no quantized kernel: torch's lowered model "
+            "would fail running it",
+            Code.TORCH_MODEL_CRASHES,
+        )
     return None
+
+
+def _resampling_without_kernel(op: Node, module: Any) -> str | None:
+    """The interpolation an F.interpolate or nn.Upsample asks for that quantized tensors
+    lack (bicubic, or anti-aliasing), as words; None for one they have."""
+    if op.op == "call_function" and op.target is F.interpolate:
+        mode, antialias = op.arg(3, "mode", "nearest"), op.arg(6, "antialias", False)
+    elif isinstance(module, nn.Upsample):
+        mode, antialias = module.mode, False
+    else:
+        return None
+    if mode == "bicubic":
+        return "mode='bicubic'"
+    return "antialias=True" if antialias is True else None
 
 
 def view_of_channels_last(program: ProgramView, op: Node) -> str | None:
@@ -66,18 +89,6 @@ def view_of_channels_last(program: ProgramView, op: Node) -> str | None:
         f"%{op.name} views the output of a convolution, which is channels_last once quantized: a view "
         "that merges channels with positions fails on it, so torch's lowered model would fail running "
         "it; fqlower reshapes instead (the same values, copied when the layout needs it)"
-    )
-
-
-def embedding_bag_problem(reference: Node, module: Any) -> Miss | None:
-    """The quantized EmbeddingBag always sums (torch 2.13 passes mode 0 to its kernel)."""
-    mode = getattr(module, "mode", "sum")
-    if not isinstance(module, nnqr.EmbeddingBag) or mode == "sum":
-        return None
-    return Miss(
-        f"EmbeddingBag {reference.target!r} reduces with {mode!r}: the quantized EmbeddingBag always sums "
-        "(torch 2.13 passes mode 0 to its kernel), so torch's lowered model would compute something else",
-        Code.TORCH_WRONG_RESULT,
     )
 
 

@@ -16,6 +16,7 @@ import torch.nn as nn
 from fqlower.ir import FrozenDict, ListArg, Node, ProgramView, Ref, map_arg, refs_in
 from fqlower.passes.common import from_reference, source_of_constant, source_of_module
 from fqlower.passes.kernel_bugs import kernel_problem, view_of_channels_last
+from fqlower.passes.module_options import option_problem
 from fqlower.passes.quantized_op_call import match_quantized_op
 from fqlower.patterns import DEFAULT, FIXED_QPARAMS, SPECIAL_FAMILIES, SPECIAL_MODULES
 from fqlower.engine.pipeline import Match, Miss
@@ -197,6 +198,8 @@ def classify(start: PassStart, program: ProgramView, anchor: Node, check_shared:
         return rule, Miss(f"%{ref.name} ({what}) has no quantized kernel: torch's lowered model would fail running it", Code.TORCH_MODEL_CRASHES)
     if is_quantize:
         wrong_kernel = kernel_problem(program, ref, module)
+        if wrong_kernel is None and rule == SWAP_MODULE:
+            wrong_kernel = option_problem(ref, module)
         if wrong_kernel is not None:
             return rule, wrong_kernel
     if not is_quantize and ((ref.op, ref.target) in NO_HALF_CPU_KERNEL or isinstance(module, NO_HALF_CPU_KERNEL_MODULES)):

@@ -39,6 +39,7 @@ from fqlower.passes.common import (
     source_of_module,
 )
 from fqlower.passes.module_calls import ModuleSwapPass, swap_module
+from fqlower.passes.module_options import option_problem
 from fqlower.patterns import STATIC_FUSED_MODULES, STATIC_MODULES
 from fqlower.engine.pipeline import Match, Miss
 from fqlower.reasons import Code
@@ -48,25 +49,13 @@ def quantized_class(module: object) -> type | Miss | None:
     """The static quantized class for a module; a reason when it is almost one; None otherwise."""
     cls = type(module)
     if cls in STATIC_MODULES:
-        return padding_by_name(module) or STATIC_MODULES[cls]
+        return STATIC_MODULES[cls]
     if cls in STATIC_FUSED_MODULES:
         inner, quantized = STATIC_FUSED_MODULES[cls]
         first = cast(torch.nn.Sequential, module)[0]  # fused modules are Sequentials; index once (it is slow)
         if type(first) is not inner:
             return Miss(f"fused {cls.__name__} holds a {type(first).__name__}, not a reference {inner.__name__}")
-        return padding_by_name(first) or quantized
-    return None
-
-
-def padding_by_name(conv: object) -> Miss | None:
-    """Why a conv padded by name ('same', 'valid') stays float: quantized convolutions
-    take numbers only, and torch's lowering crashes packing it."""
-    padding = getattr(conv, "padding", None)
-    if isinstance(padding, str):
-        return Miss(
-            f"the conv pads {padding!r}, which quantized convolutions do not support (torch fails packing it)",
-            Code.TORCH_CRASHES,
-        )
+        return quantized
     return None
 
 
@@ -101,6 +90,9 @@ def match(program: ProgramView, quantize: Node) -> Match | Miss | None:
         return None
     if isinstance(quantized, Miss):
         return quantized
+    unhonoured = option_problem(reference, module_of(program, reference))
+    if unhonoured is not None:
+        return unhonoured
     if qconfig_is_none(program, reference.name):
         return Miss(f"qconfig of {reference.name!r} is None")
     if len(reference.args) != 1 or reference.kwargs:

@@ -25,7 +25,7 @@ from fqlower.passes.common import (
     source_of_constant,
     source_of_module,
 )
-from fqlower.passes.static_modules import padding_by_name
+from fqlower.passes.module_options import option_problem
 from fqlower.passes.module_calls import ModuleSwapPass, swap_module
 from fqlower.patterns import STATIC_TWO_INPUT_FUSED_MODULES
 from fqlower.engine.pipeline import Match, Miss
@@ -43,9 +43,9 @@ def match(program: ProgramView, quantize: Node) -> Match | Miss | None:
     inner, _ = STATIC_TWO_INPUT_FUSED_MODULES[type(module)]
     if type(module[0]) is not inner:
         return Miss(f"fused {type(module).__name__} holds a {type(module[0]).__name__}, not a reference {inner.__name__}")
-    padded_by_name = padding_by_name(module[0])
-    if padded_by_name is not None:
-        return padded_by_name
+    unhonoured = option_problem(reference, module)
+    if unhonoured is not None:
+        return unhonoured
     if qconfig_is_none(program, reference.name):
         return Miss(f"qconfig of {reference.name!r} is None")
     if len(reference.args) != 2 or reference.kwargs or not all(is_dequantize(program, arg) for arg in reference.args):

@@ -6,9 +6,10 @@
 
 Only the module changes; the graph stays as it is.
 
-An EmbeddingBag that reduces with 'mean' or 'max' stays a reference module, with a
-recorded skip: torch 2.13's quantized EmbeddingBag always calls its kernel with mode 0
-(sum), whatever `mode` says, so torch's lowered model sums where the model averages.
+A module with an option the quantized one ignores stays a reference module, with a
+recorded skip (fqlower.passes.module_options): an EmbeddingBag that reduces with 'mean'
+or 'max' (torch 2.13's quantized EmbeddingBag always sums), max_norm, a non-zero
+padding row of a bag, a 4-bit weight of odd width, indices passed as input=.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fqlower.engine.edits import Edit, SetModule
 from fqlower.ir import Node, ProgramView
 from fqlower.passes.common import bindings, from_reference, is_call_module, module_of, source_of_module
 from fqlower.patterns import WEIGHT_ONLY_MODULES
-from fqlower.passes.kernel_bugs import embedding_bag_problem
+from fqlower.passes.module_options import option_problem
 from fqlower.engine.pipeline import Match, Miss, rule_pass
 
 
@@ -25,9 +26,9 @@ def match(program: ProgramView, reference: Node) -> Match | Miss | None:
     module = module_of(program, reference)
     if reference.op != "call_module" or type(module) not in WEIGHT_ONLY_MODULES:
         return None
-    wrong_kernel = embedding_bag_problem(reference, module)
-    if wrong_kernel is not None:
-        return wrong_kernel
+    unhonoured = option_problem(reference, module)
+    if unhonoured is not None:
+        return unhonoured
     return Match(reference.name, bindings(reference=reference.name))
 
 
