@@ -18,8 +18,8 @@ tuple, a list, a size node or an int node; transpose with args or kwargs; size;
 relu, float, contiguous; `to` with dtype/device kwargs); call_module (nested
 `blocks.<i>.lin`, whole `blocks.<i>` Blocks, nn.ReLU, a `shared` Linear that may
 be called many times and is also reachable as `alias`); get_attr (root and
-nested parameters and buffers, a nested module's weight); type annotations on
-some nodes; and an output that is one value, a tuple, a list or a dict, possibly
+nested parameters, buffers and non-persistent buffers, a nested module's weight);
+type annotations on some nodes; and an output that is one value, a tuple, a list or a dict, possibly
 nested. Node names are left to FX or drawn from awkward ones (`add_1`, `input`,
 `torch`, `output`, ...); the output node is always named by FX, since
 `copy.deepcopy` of a GraphModule renames it.
@@ -73,6 +73,7 @@ def _make_root(channels: int, blocks: int, container: str, generator: torch.Gene
     root.act = nn.ReLU()
     root.bias = nn.Parameter(torch.randn(channels, generator=generator))
     root.register_buffer("running", torch.randn(channels, generator=generator))
+    root.register_buffer("offset", torch.randn(channels, generator=generator), persistent=False)
     return root
 
 
@@ -343,9 +344,9 @@ def _call_module(b: _Builder) -> torch.fx.Node | None:
 
 def _get_attr(b: _Builder) -> torch.fx.Node | None:
     blocks = range(len(b.root.blocks))
-    paths = ["bias", "running"]
+    paths = ["bias", "running", "offset"]
     for i in blocks:
-        paths += [f"blocks.{i}.scale", f"blocks.{i}.shift", f"blocks.{i}.lin.weight"]
+        paths += [f"blocks.{i}.scale", f"blocks.{i}.shift", f"blocks.{i}.gain", f"blocks.{i}.lin.weight"]
     return b.add("get_attr", b.pick(paths), ())
 
 

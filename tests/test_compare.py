@@ -37,8 +37,8 @@ def traced(forward, **modules) -> torch.fx.GraphModule:
 
 
 def non_persistent(gm: torch.fx.GraphModule, name: str) -> torch.fx.GraphModule:
-    """`gm` with its buffer `name` made non-persistent (tracing registers every tensor
-    a get_attr reads as a persistent buffer)."""
+    """`gm` with its buffer `name` made non-persistent (torch 2.13's tracing registers
+    every tensor a get_attr reads as a persistent buffer; 2.14's keeps the module's own)."""
     gm.register_buffer(name, getattr(gm, name), persistent=False)
     return gm
 

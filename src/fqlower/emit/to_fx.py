@@ -10,6 +10,7 @@ own GraphModule constructor makes them.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -63,11 +64,26 @@ def _materialize_at(program: Program, path: str, value: Any) -> Any:
         raise EmitError(f"cannot build the object at {path!r} from {value!r}: {error}") from error
 
 
-def _install(root: torch.nn.Module, path: str, value: Any, fresh: set[int]) -> None:
+@functools.cache
+def copies_keep_persistence() -> bool:
+    """Whether `GraphModule(root, graph)` copies a non-persistent buffer that a get_attr
+    reads as non-persistent. torch 2.14's `_copy_attr` does (torch/fx/graph_module.py:
+    `persistent = field not in from_module._non_persistent_buffers_set`); 2.13's registered
+    every copied tensor as a persistent buffer. torch's lowering ends with that
+    constructor (`fold_weight`), so its output follows the torch it runs on."""
+    root = torch.nn.Module()
+    root.register_buffer("probe", torch.zeros(()), persistent=False)
+    graph = torch.fx.Graph()
+    graph.output(graph.get_attr("probe"))
+    return "probe" in torch.fx.GraphModule(root, graph)._non_persistent_buffers_set
+
+
+def _install(root: torch.nn.Module, path: str, value: Any, fresh: set[int], persistent: bool = True) -> None:
     """Put `value` at `path` under `root`, creating fresh intermediate modules.
 
     Never writes into a module it did not create: if a parent on the path is an
-    input module, the value must already be there.
+    input module, the value must already be there. A tensor that is not a Parameter
+    becomes a buffer, persistent unless `persistent` is False.
     """
     *parents, field = path.split(".")
     owner: Any = root
@@ -88,7 +104,7 @@ def _install(root: torch.nn.Module, path: str, value: Any, fresh: set[int]) -> N
             return
         owner = child
     if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
-        owner.register_buffer(field, value)
+        owner.register_buffer(field, value, persistent=persistent)
     else:
         setattr(owner, field, value)
 
@@ -158,6 +174,8 @@ def _graph_module(program: Program, graph: torch.fx.Graph, targets: dict[str, An
     installing the values in graph order into a GraphModule made with an empty graph
     gives the same module without building the root first."""
     context = program.context
+    # the input's non-persistent buffers stay so where torch's own constructor keeps them
+    non_persistent = context.non_persistent_buffers if copies_keep_persistence() else frozenset()
     module = torch.fx.GraphModule(
         torch.nn.Module(),
         torch.fx.Graph(tracer_cls=context.tracer_cls, tracer_extras=context.tracer_extras),
@@ -167,11 +185,11 @@ def _graph_module(program: Program, graph: torch.fx.Graph, targets: dict[str, An
     if _nested(targets) or any(hasattr(module, path.partition(".")[0]) for path in targets):
         root = torch.nn.Module()
         for path in values:  # parents before children
-            _install(root, path, values[path], fresh)
+            _install(root, path, values[path], fresh, path not in non_persistent)
         root.training = context.training
         return torch.fx.GraphModule(root, graph, class_name=context.class_name)
     for path in targets:
-        _install(module, path, values[path], fresh)
+        _install(module, path, values[path], fresh, path not in non_persistent)
     module.training = context.training
     module.graph = graph
     return module

@@ -242,6 +242,18 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _non_persistent_buffers(gm: torch.fx.GraphModule, lookup: _Lookup, constants: Mapping[str, Any]) -> frozenset[str]:
+    """The get_attr targets that are non-persistent buffers of the module holding them."""
+    found = []
+    for path, value in constants.items():
+        if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+            parent, _, field = path.rpartition(".")
+            owner = lookup.attr(parent) if parent else gm
+            if isinstance(owner, torch.nn.Module) and field in owner._non_persistent_buffers_set:
+                found.append(path)
+    return frozenset(found)
+
+
 def from_fx(
     gm: torch.fx.GraphModule,
     qconfig_map: Mapping[str, Any] | None = None,
@@ -337,6 +349,7 @@ def _from_fx(
         tracer_cls=fx_graph._tracer_cls,
         tracer_extras=fx_graph._tracer_extras,
         meta=FrozenDict(getattr(gm, "meta", {})),
+        non_persistent_buffers=_non_persistent_buffers(gm, lookup, constants),
     )
     return Program(
         graph=graph,

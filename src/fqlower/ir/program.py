@@ -102,6 +102,9 @@ class FxContext:
     tracer_cls: Any = None
     tracer_extras: Any = None
     meta: FrozenDict = EMPTY  # GraphModule.meta, shallow
+    # get_attr targets that are non-persistent buffers of their owner in the input: torch
+    # >= 2.14's GraphModule(root, graph) keeps them out of the state_dict (see emit.to_fx)
+    non_persistent_buffers: frozenset[str] = frozenset()
 
 
 @attrs.frozen
