@@ -446,3 +446,42 @@ def test_reference_model_torch_asserts_on_keyword_inputs_fqlower_keeps_the_refer
     assert values_equal(lowered.module(*example), ref.module(*example))
     with pytest.raises(AssertionError):
         torch_lowering(ref)
+
+
+class LayerScaled(nn.Module):
+    """ConvNeXt's residual: x + layer_scale * conv(x), with its default scale of 1e-6."""
+
+    def __init__(self, layer_scale: float) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2, self.layer_scale = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1), layer_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        return x + self.conv2(x) * self.layer_scale
+
+
+@pytest.mark.parametrize(("layer_scale", "native"), [(1e-6, False), (0.5, True)])
+def test_regression_a_qnnpack_add_of_scales_too_far_apart_stays_float(layer_scale, native):
+    """Found by the torchvision suite (convnext_tiny on qnnpack): QNNPACK creates its add
+    operator only for input-to-output scale ratios in [2**-14, 2**8), so torch's lowered
+    model fails running `x + 1e-6 * y`; fqlower leaves that add float, and lowers the
+    rest (and an add of nearby scales) as torch does."""
+    from fqlower.reasons import Code
+    from fqlower.reference import quantized_engine
+
+    x = torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(0))
+    with quantized_engine("qnnpack"):
+        reference = reference_model(LayerScaled(layer_scale).eval(), (x,), get_default_qconfig_mapping("qnnpack"))
+        theirs = torch_lowering(reference)
+        lowering = fqlower.lower(reference.module, reference.qconfig_map, reference.node_name_to_scope)
+        skips = [skip for skip in lowering.log.skips if skip.pass_name == "lower-binary-ops"]
+        if native:
+            assert skips == [] and lowering_differences(theirs, lowering.module, (x,)) == []
+            return
+        with pytest.raises(RuntimeError, match="failed to create QNNPACK Add operator"):
+            theirs(x)
+        (skip,) = skips
+        assert skip.code is Code.TORCH_MODEL_CRASHES and "QNNPACK's add takes ratios in [2**-14, 2**8)" in skip.reason
+        expected = reference.module(x)
+        assert (lowering.module(x) - expected).abs().max() <= 0.05 * expected.abs().max() + 0.02

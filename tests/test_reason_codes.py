@@ -350,6 +350,34 @@ def test_regression_a_view_of_a_conv_output_is_lowered_as_a_reshape():
     assert differences_outside(theirs, ours.module, departed_nodes(ours)) == []
 
 
+class ChannelShuffle(nn.Module):
+    """ShuffleNetV2's channel shuffle between two convs: a view that splits the channels
+    (five dimensions from four), a transpose, `.contiguous()`, and a view back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2 = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv1(x)
+        n, c, h, w = y.size()
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous()
+        return self.conv2(y.view(n, -1, h, w))
+
+
+def test_regression_views_that_work_on_channels_last_stay_views_as_torch_lowers_them():
+    """Found by the torchvision suite: ShuffleNetV2 departed at every channel shuffle, where
+    torch's views run. A view to as many dimensions or more only splits, and one after
+    `.contiguous()` reads a contiguous tensor: both equal torch's lowering."""
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+    ref = reference_model(ChannelShuffle(), (x,), get_default_qconfig_mapping("fbgemm"))
+    ours = lower(ref)
+    assert [entry for entry in ours.log.entries if is_departure(entry.code)] == []
+    assert lowering_differences(torch_lowering(ref), ours.module, (x,)) == []
+    assert [n.target for n in ours.module.graph.nodes if n.op == "call_method" and n.target in ("view", "reshape")] == ["view", "view"]
+
+
 # --- 3. documented torch failures record the matching departure code --------------------------
 
 STAGE_CODES = {"lowering": Code.TORCH_CRASHES, "running": Code.TORCH_MODEL_CRASHES}

@@ -45,6 +45,7 @@ from fqlower.passes.common import (
     qconfig_is_none,
     reroute_dequantized,
 )
+from fqlower.passes.kernel_bugs import qnnpack_add_problem
 from fqlower.patterns import BINARY_OPS, QUANTIZED_BINARY_OPS, QUANTIZED_BINARY_RELU_OPS
 from fqlower.engine.pipeline import Match, Miss, rule_pass
 from fqlower.reasons import Code
@@ -114,6 +115,9 @@ def match(program: ProgramView, quantize: Node) -> Match | Miss | None:
     inputs = _check_inputs(program, binop)
     if isinstance(inputs, Miss):
         return inputs
+    no_operator = qnnpack_add_problem(program, binop, list(inputs.values()), quantize) if len(inputs) == 2 else None
+    if no_operator is not None:
+        return no_operator
     chain = (name, relu.name) if relu is not None else (name,)
     users = program.graph.users
     for node, reader in zip(chain, (*chain[1:], quantize.name)):
