@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) bench/lower.py
 	$(PY) bench/roundtrip.py --sizes 1000,10000
 	$(PY) bench/codec.py
+	$(PY) bench/vision.py
 
 clean:
 	rm -rf .venv .venv-torch*
