@@ -158,3 +158,28 @@ def test_a_fresh_path_never_takes_a_name_the_model_uses():
     log = ChangeLog.loads(lowering.log.dumps())
     replayed = fqlower.replay(gm, log, reference.qconfig_map, reference.node_name_to_scope)
     assert lowering_differences(lowering.module, replayed.module, inputs(shape)) == []
+
+
+def packed_weight(module: nn.Module) -> object:
+    """The packed-weight object of a quantized linear (a submodule's) or conv (an attribute)."""
+    packed = module._packed_params
+    return packed._packed_params if isinstance(packed, nn.Module) else packed
+
+
+@pytest.mark.parametrize("kind", list(BLOCKS))
+def test_the_per_call_modules_share_one_packed_weight(kind):
+    """One packing for every call: each earlier call's module is the last call's with its
+    own output qparams (`with_output_qparams`); a replay builds them the same way."""
+    reference, shape = reference_of(kind, times=3)
+    lowering = fqlower.lower(reference.module, reference.qconfig_map, reference.node_name_to_scope)
+    modules = [lowering.module.get_submodule(node.target) for node in lowering.module.graph.nodes if node.op == "call_module"]
+    assert len(modules) == 3 and len({id(module) for module in modules}) == 3
+    assert len({id(packed_weight(module)) for module in modules}) == 1
+    assert len({(module.scale, module.zero_point) for module in modules}) == 3
+    replayed = fqlower.replay(reference.module, lowering.log.dumps(), reference.qconfig_map, reference.node_name_to_scope)
+    shared = [replayed.module.get_submodule(node.target) for node in replayed.module.graph.nodes if node.op == "call_module"]
+    assert len({id(packed_weight(module)) for module in shared}) == 1
+    x = inputs(shape)
+    assert lowering_differences(lowering.module, replayed.module, x) == []
+    expected = reference.module(*x)
+    assert distance(lowering.module(*x), expected) <= 0.05 * expected.abs().max().item() + 0.02

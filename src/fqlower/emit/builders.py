@@ -122,3 +122,14 @@ BUILDERS: dict[str, Callable[..., torch.nn.Module | None]] = {
     **{f"{qualified_name(cls)}.from_reference": lambda *args, cls=cls: _linear(cls, *args) for cls in (nnq.Linear, nniq.LinearReLU, nniq.LinearTanh)},
 }
 """`from_reference` factory name (as `Build` specs spell it) -> its quick builder."""
+
+
+def with_output_qparams(module: torch.nn.Module, scale: Any, zero_point: Any) -> torch.nn.Module:
+    """`module` (a static quantized module) with another output scale and zero point,
+    sharing its packed weight: what each call of a module called from several places
+    gets (fqlower.passes.module_calls). The module's own tables are copied, so the two
+    can be changed apart; the packed weight (a submodule or attribute) is the same object."""
+    copy = type(module).__new__(type(module))
+    vars(copy).update({key: dict(value) if isinstance(value, dict) else value for key, value in vars(module).items()})
+    vars(copy).update(scale=float(scale), zero_point=int(zero_point))
+    return copy

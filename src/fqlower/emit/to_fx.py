@@ -29,35 +29,55 @@ def call_method(name: str, receiver: Any, *args: Any, **kwargs: Any) -> Any:
     return getattr(receiver, name)(*args, **kwargs)
 
 
-def materialize(program: Program, value: Any) -> Any:
-    """The object a table value stands for: specs are built, anything else is itself."""
+def materialize(program: Program, value: Any, built: dict[Build, Any] | None = None) -> Any:
+    """The object a table value stands for: specs are built, anything else is itself.
+
+    `built` remembers the modules built from references (`Cls.from_reference(...)`) in
+    one emission: two equal specs give the same module, so a per-call module made
+    `with_output_qparams` of another shares that module's packed weight."""
     if isinstance(value, Original):
         try:
             return program.originals[value.path]
         except KeyError:
             raise EmitError(f"spec refers to {value.path!r}, which the input model does not have") from None
     if isinstance(value, Build):
-        factory = resolve(value.factory)
-        args = [materialize(program, item) for item in value.args]
-        kwargs = {key: materialize(program, item) for key, item in value.kwargs.items()}
-        builder = BUILDERS.get(value.factory)
-        if builder is not None and len(args) == 3 and not kwargs:
-            built = builder(*args)
-            if built is not None:
-                return built
-        return factory(*args, **kwargs)
+        if built is None or not value.factory.endswith(".from_reference") or not _hashable(value):
+            return _build(program, value, built)
+        if value not in built:
+            built[value] = _build(program, value, built)
+        return built[value]
     if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return tuple(materialize(program, item) for item in value)
+        return tuple(materialize(program, item, built) for item in value)
     if isinstance(value, ListArg):
-        return [materialize(program, item) for item in value.items]
+        return [materialize(program, item, built) for item in value.items]
     if isinstance(value, FrozenDict):
-        return {key: materialize(program, item) for key, item in value.items()}
+        return {key: materialize(program, item, built) for key, item in value.items()}
     return value
 
 
-def _materialize_at(program: Program, path: str, value: Any) -> Any:
+def _hashable(spec: Build) -> bool:
     try:
-        return materialize(program, value)
+        hash(spec)
+    except TypeError:
+        return False
+    return True
+
+
+def _build(program: Program, spec: Build, built: dict[Build, Any] | None) -> Any:
+    factory = resolve(spec.factory)
+    args = [materialize(program, item, built) for item in spec.args]
+    kwargs = {key: materialize(program, item, built) for key, item in spec.kwargs.items()}
+    builder = BUILDERS.get(spec.factory)
+    if builder is not None and len(args) == 3 and not kwargs:
+        made = builder(*args)
+        if made is not None:
+            return made
+    return factory(*args, **kwargs)
+
+
+def _materialize_at(program: Program, path: str, value: Any, built: dict[Build, Any]) -> Any:
+    try:
+        return materialize(program, value, built)
     except EmitError:
         raise
     except Exception as error:
@@ -225,7 +245,8 @@ def _to_fx(program: Program) -> torch.fx.GraphModule:
         fx_node.meta = dict(node.meta)
         env[node.name] = fx_node
 
-    values = {path: _materialize_at(program, path, targets[path]) for path in sorted(targets, key=lambda path: path.count("."))}
+    built: dict[Build, Any] = {}
+    values = {path: _materialize_at(program, path, targets[path], built) for path in sorted(targets, key=lambda path: path.count("."))}
     packed = any(isinstance(value, torch._C.ScriptObject) and PACKED_WEIGHT_MARK in path for path, value in values.items())
     module = _graph_module(program, graph, targets, values)
     module.meta = dict(program.context.meta)

@@ -7,7 +7,9 @@ only when a lowering pass could have written it:
 
 - a native op, quantized class or prepack op from fqlower's tables (`fqlower.patterns`
   and torch's float-to-quantized operator map), or `<quantized class>.from_reference`;
-- `fqlower.emit.call_method`, the factory folded weights use for method calls;
+- `fqlower.emit.call_method`, the factory folded weights use for method calls, and
+  `fqlower.emit.builders.with_output_qparams`, that of a per-call module sharing a
+  packed weight;
 - a callable the input model itself calls (a weight is folded by calling the very
   functions that compute it in the model).
 """
@@ -27,6 +29,8 @@ from fqlower.ir import Build, FrozenDict, ListArg, Program
 from fqlower.names import qualified_name
 
 CALL_METHOD_FACTORY = "fqlower.emit.call_method"
+# the factory of a per-call module that shares its packed weight (fqlower.passes.module_calls)
+SHARED_WEIGHT_FACTORY = "fqlower.emit.builders.with_output_qparams"
 
 
 def _callables_in(value: Any, seen: set[int]) -> Iterator[Any]:
@@ -61,7 +65,7 @@ def pass_vocabulary() -> frozenset[str]:
     """Qualified names of everything a lowering pass may write into a program."""
     tables = [value for name, value in vars(patterns).items() if name.isupper()]
     tables.append(DEFAULT_FLOAT_TO_QUANTIZED_OPERATOR_MAPPINGS)
-    return frozenset(_names_of(_callables_in(tables, set()))) | {CALL_METHOD_FACTORY}
+    return frozenset(_names_of(_callables_in(tables, set()))) | {CALL_METHOD_FACTORY, SHARED_WEIGHT_FACTORY}
 
 
 def model_vocabulary(program: Program) -> frozenset[str]:

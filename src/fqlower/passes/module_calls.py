@@ -20,7 +20,9 @@ call's qparams. `ModuleSwapPass` plans every call of such a module before it rew
   quantized module and the model would fail at run time: `torch-model-crashes`).
 
 Until the last call's rewrite the module at the path stays the reference module, so
-every call's match reads it. Each module packs its own copy of the weight. Dynamic and
+every call's match reads it. The modules share one packed weight: the last call that lowers packs it, and each other
+call's module is that module with its own qparams (`with_output_qparams`, which the
+emitter builds from the same spec, so the packed weight is one object). Dynamic and
 weight-only modules take what their reference modules take, so their passes share them
 as torch does.
 """
@@ -29,17 +31,21 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import torch
 
 from fqlower.engine.edits import Edit, SetModule, SetTarget
 from fqlower.engine.pipeline import Candidate, Match, Matcher, Miss, PassResult, Rewriter, rule_pass
-from fqlower.ir import Node, Program, ProgramView
+from fqlower.ir import Build, Node, Program, ProgramView
+from fqlower.log.vocabulary import SHARED_WEIGHT_FACTORY
+from fqlower.passes.common import source_of_constant
 from fqlower.reasons import Code
 
 MODULE_PATH = "module_path"  # Match facts: where a call's quantized module goes,
-SWAPS = "swaps_module"  # and whether this call's rewrite puts it there
+SWAPS = "swaps_module"  # whether this call's rewrite puts it there,
+SHARES_WITH = "shares_weight_with"  # and the (scale, zero point) of the call whose packed weight it shares
 
 
 @attrs.frozen
@@ -50,6 +56,7 @@ class Placement:
     swaps: bool = True  # False: a later call that shares the path swaps it
     code: Code = Code.AS_TORCH
     reason: str = ""
+    shares_with: tuple[Any, Any] | None = None  # the sources of the anchor call's output qparams
 
 
 def module_call_sites(program: ProgramView) -> dict[str, tuple[str, ...]]:
@@ -101,7 +108,12 @@ def plan_placements(program: ProgramView, match: Matcher, candidate: Candidate |
                 f"module {path!r} is also called by {floats}, which stays float: the calls that lower get quantized "
                 f"modules of their own ({listed}); torch would swap {path!r} itself and hand the float calls a quantized module"
             )
-        placements.update((call, Placement(paths[call], True, code, reason)) for call in lowered)
+        anchor = lowering[lowered[-1]].bindings  # the last call that lowers packs the weight
+        qparams = tuple(source_of_constant(program, program.node(anchor[role]).target) for role in ("scale", "zero_point"))
+        placements.update(
+            (call, Placement(paths[call], True, code, reason, None if call == lowered[-1] else (qparams[0], qparams[1])))
+            for call in lowered
+        )
     return placements
 
 
@@ -144,7 +156,8 @@ def _placed(match: Matcher, placements: Mapping[str, Placement], program: Progra
     placement = placements.get(outcome.bindings["reference"])
     if placement is None:
         return outcome
-    found = attrs.evolve(outcome, facts=outcome.facts.set(MODULE_PATH, placement.path).set(SWAPS, placement.swaps))
+    facts = outcome.facts.set(MODULE_PATH, placement.path).set(SWAPS, placement.swaps)
+    found = attrs.evolve(outcome, facts=facts if placement.shares_with is None else facts.set(SHARES_WITH, placement.shares_with))
     if outcome.code is Code.AS_TORCH and placement.code is not Code.AS_TORCH:
         found = attrs.evolve(found, code=placement.code, reason=placement.reason)
     return found
@@ -154,6 +167,11 @@ def swap_module(found: Match, reference: Node, spec: object) -> list[Edit]:
     """Put `spec` where the plan placed this call's module (unless a later call swaps
     it there); a call given a fresh path is pointed at it."""
     path = found.facts.get(MODULE_PATH, reference.target)
+    shares_with = found.facts.get(SHARES_WITH)
+    if shares_with is not None and isinstance(spec, Build) and len(spec.args) == 3:
+        # the anchor call's module, equal to its own spec, with this call's qparams
+        anchor = Build(spec.factory, (spec.args[0], *shares_with), spec.kwargs)
+        spec = Build(SHARED_WEIGHT_FACTORY, (anchor, spec.args[1], spec.args[2]))
     edits: list[Edit] = [SetModule(path, spec)] if found.facts.get(SWAPS, True) else []
     if path != reference.target:
         edits.append(SetTarget(reference.name, "call_module", path))
