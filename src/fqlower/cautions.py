@@ -38,11 +38,19 @@ def recipe_engine_cautions(program: ProgramView, changes: Iterable[Change], engi
     if engine not in SATURATING_ENGINES:
         return ()
     nodes = []
+    full_range: dict[int, bool] = {}  # by observer constructor: a model shares a few among all its ops
     for change in changes:
         if change.pass_name not in STATIC_WEIGHTED_PASSES:
             continue
         op = change.bindings.get("reference") or change.bindings.get("function")
-        if op is not None and _full_range_activations(program.qconfig.get(op)):
+        qconfig = program.qconfig.get(op) if op is not None else None
+        if qconfig is None:
+            continue
+        make_observer = getattr(qconfig, "activation", None)
+        key = id(getattr(make_observer, "p", make_observer))  # convert copies the wrapper per node, not its partial
+        if key not in full_range:
+            full_range[key] = _full_range_activations(qconfig)
+        if full_range[key]:
             nodes.append(op)
     if not nodes:
         return ()
