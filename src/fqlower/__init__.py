@@ -61,6 +61,7 @@ from fqlower.engine.pipeline import (
 )
 
 from fqlower.passes import default_pipeline
+from fqlower.validation import Validation, Verdict, validate
 
 __all__ = [
     "__version__",
@@ -76,6 +77,9 @@ __all__ = [
     "lower",
     "lower_to_native_backend",
     "replay",
+    "validate",
+    "Validation",
+    "Verdict",
     "AddNode",
     "Build",
     "Change",

@@ -135,18 +135,18 @@ def _walk(obj: Any, parts: list[str]) -> Any:
     return obj
 
 
-def _fx_arg(value: Any, env: dict[str, torch.fx.Node]) -> Any:
+def fx_arg(value: Any, env: dict[str, torch.fx.Node]) -> Any:
     if isinstance(value, Ref):
         return env[value.name]
     if isinstance(value, tuple):
-        items = [_fx_arg(item, env) for item in value]
+        items = [fx_arg(item, env) for item in value]
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     if isinstance(value, ListArg):
-        return [_fx_arg(item, env) for item in value.items]
+        return [fx_arg(item, env) for item in value.items]
     if isinstance(value, FrozenDict):
-        return {key: _fx_arg(item, env) for key, item in value.items()}
+        return {key: fx_arg(item, env) for key, item in value.items()}
     if isinstance(value, slice):
-        return slice(_fx_arg(value.start, env), _fx_arg(value.stop, env), _fx_arg(value.step, env))
+        return slice(fx_arg(value.start, env), fx_arg(value.stop, env), fx_arg(value.step, env))
     return value
 
 
@@ -235,8 +235,8 @@ def _to_fx(program: Program) -> torch.fx.GraphModule:
         fx_node = graph.create_node(
             node.op,
             node.target,
-            _fx_arg(node.args, env),
-            _fx_arg(node.kwargs, env),
+            fx_arg(node.args, env),
+            fx_arg(node.kwargs, env),
             name=node.name,
             type_expr=node.type,
         )

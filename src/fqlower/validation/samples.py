@@ -1,0 +1,93 @@
+"""Inputs to run both sides of a change on, and how far apart their outputs may be.
+
+Sample 0 is the value the node had when the reference model ran on the example inputs
+(calibration-like data); the others keep its shape, dtype and quantization parameters
+and draw new values: quantized tensors over their dtype's whole code range (sample 1)
+and at its two ends (sample 2), float tensors from a normal distribution with the
+value's mean and spread. Integer tensors (indices), sizes and other values are kept.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from fqlower.compare import values_equal
+
+
+def code_ceiling(qconfigs: Iterable[Any]) -> int | None:
+    """The highest quint8 activation code the recipe produces: 127 where an activation
+    observer reduces the range (fbgemm's and x86's, whose kernels need it: a code above it
+    can saturate them, and calibration keeps activations below it), else None."""
+    ceiling = None
+    seen: set[int] = set()
+    for qconfig in qconfigs:
+        make = getattr(qconfig, "activation", None)
+        key = id(getattr(make, "p", make))
+        if make is None or key in seen:
+            continue
+        seen.add(key)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                observer = make()
+        except Exception:
+            continue
+        if getattr(observer, "dtype", None) == torch.quint8 and getattr(observer, "reduce_range", False):
+            ceiling = 127
+    return ceiling
+
+
+def draw(value: Any, sample: int, generator: torch.Generator, ceiling: int | None = None) -> Any:
+    """Sample `sample` of an input whose reference value is `value` (quint8 codes up to
+    `ceiling`, when given)."""
+    if sample == 0 or not isinstance(value, torch.Tensor):
+        return value
+    if value.is_quantized and value.qscheme() == torch.per_tensor_affine:
+        info = torch.iinfo(value.int_repr().dtype)
+        top = min(info.max, ceiling) if ceiling is not None and value.dtype == torch.quint8 else info.max
+        if sample == 2:
+            codes = torch.where(torch.rand(value.shape, generator=generator) < 0.5, info.min, top)
+        else:
+            codes = torch.randint(info.min, top + 1, value.shape, generator=generator)
+        return torch._make_per_tensor_quantized_tensor(codes.to(value.int_repr().dtype), value.q_scale(), value.q_zero_point())
+    if value.is_floating_point() and value.numel() > 1:
+        spread = float(value.std()) or 1.0
+        return (torch.randn(value.shape, generator=generator) * spread + float(value.mean())).to(value.dtype)
+    return value
+
+
+def difference(before: Any, after: Any) -> tuple[float, float] | None:
+    """The worst (error, bound) over the items of two outputs (tuples and lists item by
+    item, as an LSTM's `(output, (h, c))`); None when they are equal."""
+    if isinstance(before, (tuple, list)) and isinstance(after, (tuple, list)):
+        if len(before) != len(after):
+            return float("inf"), 0.0
+        found = [item for item in map(difference, before, after) if item is not None]
+        return max(found, key=lambda pair: pair[0] - pair[1]) if found else None
+    return _difference(before, after)
+
+
+def _difference(before: Any, after: Any) -> tuple[float, float] | None:
+    """(error, bound) between the two sides' values of one output, dequantized: within
+    one output step for a quantized value (two when both sides quantize), within 1%
+    of its largest magnitude for a float one (a dynamic kernel quantizes its activations
+    where the reference does not); exact for anything else (None when equal, (inf, 0)
+    when not)."""
+    if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor):
+        if before.shape != after.shape:
+            return float("inf"), 0.0
+        steps = [tensor.q_scale() for tensor in (before, after) if tensor.is_quantized and tensor.qscheme() == torch.per_tensor_affine]
+        a, b = (tensor.dequantize() if tensor.is_quantized else tensor for tensor in (before, after))
+        if not (a.is_floating_point() and b.is_floating_point()):
+            return None if torch.equal(a, b) else (float("inf"), 0.0)
+        error = float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+        bound = 1.01 * max(steps) * len(steps) if steps else 1e-2 * float(a.float().abs().max() if a.numel() else 0) + 1e-4
+        return error, bound
+    if isinstance(before, torch._C.ScriptObject) and isinstance(after, torch._C.ScriptObject):
+        same = values_equal(before.__getstate__(), after.__getstate__())  # a packed weight: its tensors
+        return None if same else (float("inf"), 0.0)
+    return None if values_equal(before, after) else (float("inf"), 0.0)
