@@ -1,9 +1,9 @@
 """Translation validation (fqlower.validate, fqlower.validation): each change of a lowering checked on its
 own subgraph, against the subgraph it replaced.
 
-On the zoo every change torch lowers correctly is validated; fbgemm's quantized
-ConvTranspose2d, which torch's lowering gives the same wrong values, is refuted on the
-data the model was calibrated with; deliberately wrong user rules are refuted, and
+On the zoo every change torch lowers correctly is validated; the x86 engine's quantized
+ConvTranspose2d (torch's lowering gives the same wrong values) is refuted on the data
+the model was calibrated with, and validated on the fbgemm and qnnpack engines; deliberately wrong user rules are refuted, and
 only they are; validating changes neither the model nor the log."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from fqlower.passes import default_pipeline
 from fqlower.reference import quantized_engine
 from fqlower.validation import REFUTED, UNCHECKED, VALIDATED, validate
 
-# the one zoo case whose native kernel computes something else (torch's lowering too)
+# the one zoo case whose native kernel computes something else on this machine's default
+# engine, x86 (torch's lowering too)
 WRONG_KERNEL = {"ConvTransposeRelu-static_fbgemm": ("lower-special-patterns", "swap-module")}
 # changes whose kernels do not run on this machine's engine: checked where they run
 OTHER_ENGINE = {"LinearBnLeakyRelu-static_onednn"}
@@ -49,8 +50,9 @@ def test_every_zoo_change_is_validated_but_the_wrong_kernel_and_the_other_engine
 
 
 def test_the_wrong_kernel_is_refuted_on_calibration_data_with_a_counterexample(zoo_validations):
-    """fbgemm's quantized ConvTranspose2d is about 2 off here, on the very inputs the
-    reference model saw: one output step is the bound."""
+    """The x86 engine's quantized ConvTranspose2d is about 2 off here, on the very inputs
+    the reference model saw: one output step is the bound."""
+    assert torch.backends.quantized.engine == "x86"
     reference, validation = zoo_validations["ConvTransposeRelu-static_fbgemm"]
     (verdict,) = validation.refuted
     assert verdict.error > 20 * verdict.bound and "on sample 0" in verdict.reason
@@ -58,10 +60,11 @@ def test_the_wrong_kernel_is_refuted_on_calibration_data_with_a_counterexample(z
     assert "refuted: swap-module at" in validation.format()
 
 
-def test_the_same_conv_transpose_validates_on_qnnpack():
-    """qnnpack's kernel is exact: the same rule, on that engine, is validated."""
+@pytest.mark.parametrize("engine", ["fbgemm", "qnnpack"])
+def test_the_same_conv_transpose_validates_on_the_fbgemm_and_qnnpack_engines(engine):
+    """Their kernels are right: the same rule, on those engines, is validated."""
     case = next(case for case in zoo.ALL_CASES if case.id == "ConvTransposeRelu-static_fbgemm")
-    with quantized_engine("qnnpack"):
+    with quantized_engine(engine):
         reference = case.build()
         validation = validate(reference.module, reference.qconfig_map, reference.node_name_to_scope, reference.example_inputs)
     assert validation.refuted == () and validation.counts()[VALIDATED] == len(validation.verdicts)
@@ -120,3 +123,48 @@ def test_a_relu_dropped_where_the_output_quantization_clamps_at_zero_is_validate
     validation = validate(reference.module, reference.qconfig_map, reference.node_name_to_scope, reference.example_inputs, pipeline=pipeline)
     dropped = [verdict for verdict in validation.verdicts if verdict.change.pass_name == "relu-dropped"]
     assert dropped and all(verdict.status == VALIDATED for verdict in dropped)
+
+
+MODEL_FILE = """
+import torch
+from torch import nn
+
+
+class Deconv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.deconv, self.relu = nn.ConvTranspose2d(3, 4, 3, stride=2), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.deconv(x))
+
+
+class Conv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.relu = nn.Conv2d(3, 4, 3), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv(x)) + 1.0
+"""
+
+
+@pytest.mark.parametrize(("model", "code"), [("Deconv", 1), ("Conv", 0)])
+def test_the_cli_prints_a_table_per_rule_and_exits_1_on_a_refutation(model, code, tmp_path, capsys):
+    from fqlower.cli import main
+
+    (tmp_path / "net.py").write_text(MODEL_FILE)
+    reference = tmp_path / "ref.pt"
+    lowered = ["lower", "--model", f"{tmp_path / 'net.py'}:{model}", "--qconfig", "fbgemm", "--input-shape", "8,3,6,6"]
+    with quantized_engine("x86"):  # whose ConvTranspose2d kernel computes something else here
+        assert main([*lowered, "--save-reference", str(reference)]) == 0
+        capsys.readouterr()
+        assert main(["validate", str(reference), "--samples", "3"]) == code
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["rule", VALIDATED, REFUTED, UNCHECKED]
+    if code:
+        assert "refuted: swap-module at" in out and "counterexample for swap-module" in out and ", 1 refuted," in out
+    else:
+        assert "refuted:" not in out and ", 0 refuted, 0 unchecked" in out

@@ -106,6 +106,30 @@ def _explain_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _validate_command(args: argparse.Namespace) -> int:
+    from fqlower.validation import validate
+
+    if args.samples < 1:
+        args.command_parser.error("--samples must be >= 1")
+    reference = _load_reference(args)
+    inputs = _inputs(args, reference.example_inputs)
+    if inputs is None:
+        raise _failure(
+            "validate needs inputs: --input-shape 1,3,32,32, --inputs FILE, or a maps file with "
+            "example_inputs (as `fqlower lower --save-reference` writes)"
+        )
+    log = _read_log(Path(args.log)) if args.log else None
+    validation = validate(reference.module, reference.qconfig_map, reference.node_name_to_scope, inputs, log=log, samples=args.samples)
+    print(validation.format())
+    for verdict in validation.refuted:
+        if verdict.counterexample is not None:
+            shapes = ", ".join(f"{type(item).__name__}{tuple(item.shape)}" if hasattr(item, "shape") else repr(item) for item in verdict.counterexample)
+            print(f"  counterexample for {verdict.change.rule} at {verdict.change.anchor!r}: inputs {shapes}")
+    counts = validation.counts()
+    print(", ".join(f"{number} {status}" for status, number in counts.items()))
+    return EXIT_FAILED if validation.refuted else EXIT_OK
+
+
 def _bisect_command(args: argparse.Namespace) -> int:
     from fqlower.bisect import bisect
 

@@ -7,7 +7,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from fqlower.cli.commands import _bisect_command, _demo, _diff_command, _explain_command, _lower_command, _replay_command
+from fqlower.cli.commands import _bisect_command, _demo, _diff_command, _explain_command, _lower_command, _replay_command, _validate_command
 from fqlower.cli.inputs import _shape
 from fqlower.cli.output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, QCONFIGS, _error, _one_line
 
@@ -111,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     bisect.add_argument("--tolerance", type=float, required=True, metavar="T", help="largest acceptable output difference")
     _input_arguments(bisect, "(default: the maps file's example inputs)")
     bisect.set_defaults(handler=_bisect_command, command_parser=bisect)
+
+    validate = commands.add_parser(
+        "validate",
+        parents=common,
+        help="check every change on its own subgraph: validated, refuted or unchecked",
+        description="Lower REFERENCE (or take --log's changes) and check each change: the subgraph it matched "
+        "and the one it produced, run on the same inputs, must agree within one output step. Prints a table "
+        "per rule; exits 1 if a change is refuted, printing the inputs that show it.",
+    )
+    _reference_arguments(validate)
+    validate.add_argument("--log", metavar="LOG", help="validate this change log's changes instead of lowering again")
+    validate.add_argument("--samples", type=int, default=4, metavar="N", help="input draws per change (default: %(default)s)")
+    _input_arguments(validate, "(default: the maps file's example inputs)")
+    validate.set_defaults(handler=_validate_command, command_parser=validate)
 
     diff = commands.add_parser(
         "diff",
