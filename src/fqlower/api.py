@@ -50,14 +50,20 @@ def lower(
     pipeline = pipeline if pipeline is not None else default_pipeline()
     with gc_paused():
         program = from_fx(model, qconfig_map, node_name_to_scope)
-        check_on_cpu(program)
-        check_inplace_activations(program)
+        check_input(program)
         timing = Timing()
         result, log = pipeline.run_logged(program, (timing,))
         cautions = recipe_engine_cautions(program, log.changes, torch.backends.quantized.engine)
         log = attrs.evolve(log, entries=log.entries + cautions) if cautions else log
         module = _emit(result.program, log.changes, keep_original_weights)
     return Lowering(module, result.program, log, tuple(timing.seconds))
+
+
+def check_input(program: Program) -> None:
+    """Refuse (UnsupportedInput) what no lowering can run or get right: tensors off the
+    CPU, in-place activations whose input another node reads."""
+    check_on_cpu(program)
+    check_inplace_activations(program)
 
 
 def check_on_cpu(program: Program) -> None:
@@ -179,8 +185,7 @@ def _lower_module(
     from fqlower.passes import default_pipeline
 
     program = from_fx(model, qconfig_map, node_name_to_scope)
-    check_on_cpu(program)
-    check_inplace_activations(program)
+    check_input(program)
     with without_change_hashes():
         result = default_pipeline().run(program)
     for caution in recipe_engine_cautions(program, result.changes, torch.backends.quantized.engine):

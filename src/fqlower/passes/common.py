@@ -100,6 +100,26 @@ def source_of_constant(program: ProgramView, attr: str) -> Any:
     return current
 
 
+def constant_of(program: ProgramView, arg: Any) -> Any:
+    """The constant a get_attr node reads, for a Ref to one (or its name); None otherwise."""
+    name = arg.name if isinstance(arg, Ref) else arg
+    node = program.node(name) if isinstance(name, str) and name in program else None
+    return program.constants.get(node.target) if node is not None and node.op == "get_attr" else None
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal constants: tensors of one dtype and shape with equal elements, or equal plain values."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and bool(torch.equal(a, b))
+        )
+    return type(a) is type(b) and a == b
+
+
 def from_reference(quantized_class: type, *args: Any) -> Build:
     """A spec for `quantized_class.from_reference(*args)`."""
     return Build(f"{qualified_name(quantized_class)}.from_reference", tuple(args))

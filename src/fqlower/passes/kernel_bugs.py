@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fqlower.ir import Build, ListArg, Node, Original, ProgramView, Ref
+from fqlower.passes.common import constant_of
 from fqlower.patterns import CONV_DIMS
 from fqlower.engine.pipeline import Miss
 from fqlower.reasons import Code
@@ -140,10 +141,7 @@ def _tensor_scale(program: ProgramView, producer: Node, depth: int = 0) -> float
 
 
 def _scale_constant(program: ProgramView, arg: Any) -> float | None:
-    if not isinstance(arg, Ref):
-        return _as_float(arg)
-    node = program.node(arg.name)
-    return _as_float(program.constants.get(node.target)) if node.op == "get_attr" else None
+    return _as_float(constant_of(program, arg) if isinstance(arg, Ref) else arg)
 
 
 def _as_float(value: Any) -> float | None:

@@ -34,13 +34,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import torch
 
 from fqlower.engine.edits import Edit, SetModule, SetTarget
 from fqlower.engine.pipeline import Candidate, Match, Matcher, Miss, PassResult, Rewriter, rule_pass
 from fqlower.ir import Build, Node, Program, ProgramView
 from fqlower.log.vocabulary import SHARED_WEIGHT_FACTORY
-from fqlower.passes.common import source_of_constant
+from fqlower.passes.common import constant_of, same_value, source_of_constant
 from fqlower.reasons import Code
 
 MODULE_PATH = "module_path"  # Match facts: where a call's quantized module goes,
@@ -119,22 +118,8 @@ def plan_placements(program: ProgramView, match: Matcher, candidate: Candidate |
 
 def _same_qparams(program: ProgramView, matches: list[Match]) -> bool:
     """True when every match's output scale and zero point hold equal values."""
-    values = [tuple(_constant(program, found.bindings[role]) for role in ("scale", "zero_point")) for found in matches]
-    return all(_equal(value, values[0]) for value in values[1:])
-
-
-def _constant(program: ProgramView, name: str) -> object:
-    node = program.node(name)
-    return program.constants.get(node.target) if node.op == "get_attr" else None
-
-
-def _equal(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
-    for x, y in zip(a, b):
-        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
-            return False
-        if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(x, y):
-            return False
-    return True
+    values = [tuple(constant_of(program, found.bindings[role]) for role in ("scale", "zero_point")) for found in matches]
+    return all(None not in value and all(map(same_value, value, values[0])) for value in values[1:])
 
 
 def _fresh_path(program: ProgramView, path: str, taken: set[str]) -> str:

@@ -14,7 +14,7 @@ import torch.ao.nn.quantized as nnq
 import torch.nn as nn
 
 from fqlower.ir import FrozenDict, ListArg, Node, ProgramView, Ref, map_arg, refs_in
-from fqlower.passes.common import from_reference, source_of_constant, source_of_module
+from fqlower.passes.common import from_reference, same_value, source_of_constant, source_of_module
 from fqlower.passes.kernel_bugs import kernel_problem, view_of_channels_last
 from fqlower.passes.module_options import option_problem
 from fqlower.passes.quantized_op_call import match_quantized_op
@@ -94,25 +94,13 @@ def _shared_module_problem(start: PassStart, path: str, sites: list[str]) -> Mis
             )
         roles = outcome[1].bindings
         qparams.append(tuple(program.constants[program.node(roles[role]).target] for role in ("scale", "zero_point")))
-    if not all(_same_value(a, b) for other in qparams[1:] for a, b in zip(qparams[0], other)):  # [] or [one]: fine
+    if not all(same_value(a, b) for other in qparams[1:] for a, b in zip(qparams[0], other)):  # [] or [one]: fine
         return Miss(
             f"module {path!r} is called by {calls} with different output scales or zero points; "
             "torch would give every call those of the last",
             Code.TORCH_WRONG_RESULT,
         )
     return None
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (
-            isinstance(a, torch.Tensor)
-            and isinstance(b, torch.Tensor)
-            and a.dtype == b.dtype
-            and a.shape == b.shape
-            and bool(torch.equal(a, b))
-        )
-    return type(a) is type(b) and a == b
 
 
 # --- matching --------------------------------------------------------------------------------

@@ -9,12 +9,12 @@ value's mean and spread. Integer tensors (indices), sizes and other values are k
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from fqlower.cautions import ActivationObservers
 from fqlower.compare import values_equal
 
 
@@ -22,23 +22,12 @@ def code_ceiling(qconfigs: Iterable[Any]) -> int | None:
     """The highest quint8 activation code the recipe produces: 127 where an activation
     observer reduces the range (fbgemm's and x86's, whose kernels need it: a code above it
     can saturate them, and calibration keeps activations below it), else None."""
-    ceiling = None
-    seen: set[int] = set()
+    observers = ActivationObservers()
     for qconfig in qconfigs:
-        make = getattr(qconfig, "activation", None)
-        key = id(getattr(make, "p", make))
-        if make is None or key in seen:
-            continue
-        seen.add(key)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                observer = make()
-        except Exception:
-            continue
+        observer = observers.of(qconfig)
         if getattr(observer, "dtype", None) == torch.quint8 and getattr(observer, "reduce_range", False):
-            ceiling = 127
-    return ceiling
+            return 127
+    return None
 
 
 def draw(value: Any, sample: int, generator: torch.Generator, ceiling: int | None = None) -> Any:
