@@ -161,10 +161,16 @@ def test_the_cli_prints_a_table_per_rule_and_exits_1_on_a_refutation(model, code
     with quantized_engine("x86"):  # whose ConvTranspose2d kernel computes something else here
         assert main([*lowered, "--save-reference", str(reference)]) == 0
         capsys.readouterr()
-        assert main(["validate", str(reference), "--samples", "3"]) == code
-    out = capsys.readouterr().out
+        assert main(["validate", str(reference), "--samples", "3", "--reproducers", str(tmp_path / "repro")]) == code
+        out = capsys.readouterr().out
+        assert main(["lower", str(reference), "--validate", "-o", str(tmp_path / "out.pt")]) == 0
+        lowered_out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["rule", VALIDATED, REFUTED, UNCHECKED]
+    scripts = sorted((tmp_path / "repro").glob("*.py")) if code else []
     if code:
         assert "refuted: swap-module at" in out and "counterexample for swap-module" in out and ", 1 refuted," in out
+        assert "input %quantize_per_tensor: quint8 [8, 3, 6, 6]" in out and len(scripts) == 1 and f"reproducer: {scripts[0]}" in out
+        assert "  not lowered: swap-module at" in lowered_out and "validated as lowered:" in lowered_out and ", 1 refuted," in lowered_out
     else:
-        assert "refuted:" not in out and ", 0 refuted, 0 unchecked" in out
+        assert "refuted:" not in out and ", 0 refuted, 0 unchecked" in out and not (tmp_path / "repro").exists()
+        assert "not lowered" not in lowered_out and ", 0 refuted, 0 unchecked" in lowered_out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,8 @@ from fqlower.emit import to_fx
 from fqlower.errors import UnsupportedInput
 from fqlower.ir import Program, from_fx, gc_paused
 from fqlower.emit.original_weights import ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup
-from fqlower.engine.pipeline import Pipeline, Timing
+from fqlower.engine.pipeline import Pipeline, Timing, checking
+from fqlower.validation import Validation, Validator
 
 
 LOGGER = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class Lowering:
     program: Program
     log: ChangeLog
     timings: tuple[tuple[str, float], ...]
+    validation: Validation | None = None  # the verdict on every change, when lowered with validate=True
 
 
 def lower(
@@ -43,8 +46,18 @@ def lower(
     *,
     keep_original_weights: bool = False,
     pipeline: Pipeline | None = None,
+    validate: bool = False,
+    example_inputs: Sequence[Any] | None = None,
+    samples: int = 4,
+    seed: int = 0,
 ) -> Lowering:
-    """Lower a quantized reference model. `model` is read, never changed."""
+    """Lower a quantized reference model. `model` is read, never changed.
+
+    With `validate=True`, every change is checked on its own subgraph as it is made
+    (fqlower.validation), on the values the nodes have when `model` runs on
+    `example_inputs` and on `samples` draws from `seed`: a refuted rewrite is not
+    applied, and a `Skip` naming the native op, the error, the bound and the input
+    takes its place in the log."""
     from fqlower.passes import default_pipeline
 
     pipeline = pipeline if pipeline is not None else default_pipeline()
@@ -52,11 +65,28 @@ def lower(
         program = from_fx(model, qconfig_map, node_name_to_scope)
         check_input(program)
         timing = Timing()
-        result, log = pipeline.run_logged(program, (timing,))
+        validator = _validator(model, program, validate, example_inputs, samples, seed)
+        with checking(validator) if validator is not None else contextlib.nullcontext():
+            result, log = pipeline.run_logged(program, (timing,))
         cautions = recipe_engine_cautions(program, log.changes, torch.backends.quantized.engine)
         log = attrs.evolve(log, entries=log.entries + cautions) if cautions else log
         module = _emit(result.program, log.changes, keep_original_weights)
-    return Lowering(module, result.program, log, tuple(timing.seconds))
+    validation = validator.validation(log) if validator is not None else None
+    return Lowering(module, result.program, log, tuple(timing.seconds), validation)
+
+
+def _validator(
+    model: torch.fx.GraphModule, program: Program, validate: bool, example_inputs: Sequence[Any] | None, samples: int, seed: int
+) -> Validator | None:
+    """The checker of a lowering with `validate=True` (None without)."""
+    if not validate:
+        return None
+    if example_inputs is None:
+        raise UnsupportedInput(
+            "validate=True needs example_inputs: each rewrite is checked on the values its nodes "
+            "have when the reference model runs on them (and on draws shaped like them)"
+        )
+    return Validator.of(model, program, tuple(example_inputs), samples, seed)
 
 
 def check_input(program: Program) -> None:
@@ -164,14 +194,29 @@ def lower_to_native_backend(
     qconfig_map: Mapping[str, Any],
     node_name_to_scope: Mapping[str, tuple[str, type]],
     keep_original_weights: bool = False,
+    *,
+    validate: bool = False,
+    example_inputs: Sequence[Any] | None = None,
 ) -> torch.fx.GraphModule:
     """Same signature and result as torch's `_lower_to_native_backend`; leaves `model` as it was.
 
     Runs the default pipeline as `lower` does, but without the change log's fingerprints
     and structural hashes: only the module is returned, so nobody could read them. A
-    caution (fqlower.cautions) goes to the `fqlower` logger as a warning instead."""
+    caution (fqlower.cautions) goes to the `fqlower` logger as a warning instead. With
+    `validate=True` it lowers as `lower(..., validate=True)` does and logs each refuted
+    rewrite (left float) as a warning."""
+    if validate:
+        lowering = lower(model, qconfig_map, node_name_to_scope, keep_original_weights=keep_original_weights, validate=True, example_inputs=example_inputs)
+        log_refusals(lowering)
+        return lowering.module
     with gc_paused():
         return _lower_module(model, qconfig_map, node_name_to_scope, keep_original_weights)
+
+
+def log_refusals(lowering: Lowering) -> None:
+    """Each rewrite validation refuted, as a warning on the `fqlower` logger."""
+    for verdict in lowering.validation.refuted if lowering.validation is not None else ():
+        LOGGER.warning("not lowered: %s at %r refuted by translation validation: %s", verdict.change.rule, verdict.change.anchor, verdict.reason)
 
 
 def _lower_module(

@@ -88,20 +88,29 @@ def convert_fx(
     qconfig_mapping: Any = None,
     backend_config: Any = None,
     keep_original_weights: bool = False,
+    *,
+    validate: bool = False,
+    example_inputs: Any = None,
 ) -> torch.fx.GraphModule:
     """Drop-in for ``torch.ao.quantization.quantize_fx.convert_fx``: same arguments, same
     result (graph up to node names, module types, state_dict, outputs), lowered by
     fqlower (so with fqlower's fixes of torch's lowering). Unlike torch's, it leaves
-    `graph_module` (the prepared model) as it was."""
+    `graph_module` (the prepared model) as it was.
+
+    With `validate=True` (and `example_inputs`, the model's positional inputs) each
+    rewrite of the lowering is checked on its own subgraph (fqlower.validation): a
+    refuted one is left float and logged as a warning on the `fqlower` logger."""
     from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
     from torch.ao.quantization.quantize_fx import attach_preserved_attrs_to_model
 
-    from fqlower.api import lower
+    from fqlower.api import log_refusals, lower
 
     if not isinstance(graph_module, torch.fx.GraphModule):
         raise UnsupportedInput(
             f"convert_fx expects the GraphModule prepare_fx returned, got {type(graph_module).__name__}"
         )
+    if validate and example_inputs is None:
+        raise UnsupportedInput("convert_fx(validate=True) needs example_inputs: the model's positional inputs, to check each rewrite on")
     if convert_custom_config is None:
         convert_custom_config = ConvertCustomConfig()
     if isinstance(convert_custom_config, dict):
@@ -123,7 +132,10 @@ def convert_fx(
     lowered: list[Any] = []
 
     def lower_with_fqlower(model, qconfig_map, node_name_to_scope, keep_original_weights=False):
-        lowering = lower(model, qconfig_map, node_name_to_scope, keep_original_weights=keep_original_weights)
+        lowering = lower(
+            model, qconfig_map, node_name_to_scope, keep_original_weights=keep_original_weights, validate=validate, example_inputs=example_inputs
+        )
+        log_refusals(lowering)
         lowered.append(lowering)
         return lowering.module
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from fqlower.cli.files import _load_reference, _read_log, _writing, save_module, save_reference
 from fqlower.cli.inputs import _inputs, _reference_from_float
@@ -108,6 +110,7 @@ def _explain_command(args: argparse.Namespace) -> int:
 
 def _validate_command(args: argparse.Namespace) -> int:
     from fqlower.validation import validate
+    from fqlower.validation.reproducer import describe_inputs
 
     if args.samples < 1:
         args.command_parser.error("--samples must be >= 1")
@@ -123,11 +126,22 @@ def _validate_command(args: argparse.Namespace) -> int:
     print(validation.format())
     for verdict in validation.refuted:
         if verdict.counterexample is not None:
-            shapes = ", ".join(f"{type(item).__name__}{tuple(item.shape)}" if hasattr(item, "shape") else repr(item) for item in verdict.counterexample)
-            print(f"  counterexample for {verdict.change.rule} at {verdict.change.anchor!r}: inputs {shapes}")
+            print(f"  counterexample for {verdict.change.rule} at {verdict.change.anchor!r}: {describe_inputs(verdict.inputs, verdict.counterexample)}")
+            if args.reproducers:
+                print(f"    reproducer: {_write_reproducer(verdict, Path(args.reproducers))}")
     counts = validation.counts()
     print(", ".join(f"{number} {status}" for status, number in counts.items()))
     return EXIT_FAILED if validation.refuted else EXIT_OK
+
+
+def _write_reproducer(verdict: Any, folder: Path) -> Path:
+    from fqlower.validation.reproducer import write_reproducer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{verdict.change.rule}-{verdict.change.anchor}")
+    script = folder / f"{stem}.py"
+    script.write_text(write_reproducer(verdict, folder / f"{stem}.pt"))
+    return script
 
 
 def _bisect_command(args: argparse.Namespace) -> int:

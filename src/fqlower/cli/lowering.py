@@ -33,6 +33,9 @@ def _lower(args: argparse.Namespace, reference: Any) -> Any:
     if nodes >= LARGE_MODEL_NODES:
         passes = pipeline.leaves()
         pipeline = Pipeline(pipeline.name, tuple(_Announced(p, i, len(passes), args) for i, p in enumerate(passes, 1)))
+    validate = getattr(args, "validate", False)
+    if validate and reference.example_inputs is None:
+        args.command_parser.error("--validate needs example inputs: a maps file with example_inputs, or --model with --input-shape/--inputs")
     started = time.perf_counter()
     lowering = fqlower.lower(
         reference.module,
@@ -40,6 +43,8 @@ def _lower(args: argparse.Namespace, reference: Any) -> Any:
         reference.node_name_to_scope,
         keep_original_weights=getattr(args, "keep_original_weights", False),
         pipeline=pipeline,
+        validate=validate,
+        example_inputs=reference.example_inputs if validate else None,
     )
     _progress(args, f"  done in {time.perf_counter() - started:.2f} s")
     return lowering
@@ -76,6 +81,11 @@ def _print_summary(lowering: Any, reference_nodes: int) -> None:
     print(f"reference: {reference_nodes} nodes -> lowered: {len(lowering.module.graph.nodes)} nodes")
     for caution in lowering.log.cautions:
         print(format_caution(caution))
+    if lowering.validation is not None:
+        counts = lowering.validation.counts()
+        print("validated as lowered: " + ", ".join(f"{number} {status}" for status, number in counts.items()))
+        for verdict in lowering.validation.refuted:
+            print(f"  not lowered: {verdict.change.rule} at {verdict.change.anchor!r}: {verdict.reason}")
 
 
 def _write_outputs(lowering: Any, output: str | None, log: str | None = None) -> None:

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     lower.add_argument("-o", "--output", metavar="OUT.pt", help="write the lowered module (torch.save; torch.load(..., weights_only=False) reads it)")
     lower.add_argument("--log", metavar="LOG.jsonl", help="write the change log")
     lower.add_argument("--keep-original-weights", action="store_true", help="as torch's keep_original_weights")
+    lower.add_argument("--validate", action="store_true", help="check every rewrite on its own subgraph as it is made; leave a refuted one float")
     lower.set_defaults(handler=_lower_command, command_parser=lower)
 
     replay = commands.add_parser(
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _reference_arguments(validate)
     validate.add_argument("--log", metavar="LOG", help="validate this change log's changes instead of lowering again")
     validate.add_argument("--samples", type=int, default=4, metavar="N", help="input draws per change (default: %(default)s)")
+    validate.add_argument("--reproducers", metavar="DIR", help="write each refutation as DIR/<rule>-<node>.py (runs with torch alone) and its .pt")
     _input_arguments(validate, "(default: the maps file's example inputs)")
     validate.set_defaults(handler=_validate_command, command_parser=validate)
 

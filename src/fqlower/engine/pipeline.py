@@ -10,12 +10,20 @@ a program), applies each rewrite with `Draft.apply`, and records a `Change` or a
 
 A `Pipeline` is itself a pass. Instruments observe each pass (before/after) and
 never change anything: `Timing` and `Snapshots` ship here.
+
+A `Checker` may veto changes (translation validation, fqlower.validation): within
+`checking(checker)`, the driver hands it each change with the program before and
+after it, and a change it answers with a `Skip` is not applied (the draft goes back
+to the program before it, and the node is left to the pass's next rules, as after a
+`Miss`); a pipeline has it `settle` the changes of passes that are not rule passes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -44,6 +52,32 @@ class Pass(Protocol):
     name: str
 
     def run(self, program: Program) -> PassResult: ...
+
+
+class Checker(Protocol):
+    """Vetoes changes as passes make them (see the module docstring)."""
+
+    def check(self, change: Change, before: Program, after: Program) -> Skip | None:
+        """None to keep `change` (which turned `before` into `after`), or the Skip that replaces it."""
+        ...
+
+    def settle(self, program: Program, result: PassResult) -> PassResult:
+        """`result` of a pass run on `program`, its changes that `check` did not see
+        checked in order: the refused ones replaced by Skips, the program rebuilt without them."""
+        ...
+
+
+_CHECKER: ContextVar[Checker | None] = ContextVar("fqlower_checker", default=None)
+
+
+@contextlib.contextmanager
+def checking(checker: Checker) -> Iterator[None]:
+    """Within the block, passes run in this context hand their changes to `checker`."""
+    token = _CHECKER.set(checker)
+    try:
+        yield
+    finally:
+        _CHECKER.reset(token)
 
 
 @attrs.frozen
@@ -106,6 +140,7 @@ class RulePass:
         entries: list[Entry] = []
         # (name, candidate, match, rewrite) per rule, read once: the loop visits every node
         rules = [(rule.name, rule.candidate, rule.match, rule.rewrite) for rule in self.rules]
+        checker = _CHECKER.get()
         draft = Draft(program)
         for name in program.graph.order:
             node = draft.node_table.get(name)
@@ -123,9 +158,15 @@ class RulePass:
                 try:
                     edits = tuple(rewrite(draft, outcome))
                     change = Change(0, self.name, rule_name, outcome.anchor, outcome.bindings, edits, code=outcome.code, reason=outcome.reason)
+                    before = draft.freeze() if checker is not None else program
                     change = record_into(draft, change)
                 except FqlowerError as error:
                     raise _with_context(error, f"pass {self.name}, rule {rule_name}", draft.freeze(), name) from error
+                refusal = checker.check(change, before, draft.freeze()) if checker is not None else None
+                if refusal is not None:  # not applied: the next rules see the node as it was
+                    entries.append(refusal)
+                    draft = Draft(before)
+                    continue
                 entries.append(change)
                 break
         return PassResult(draft.freeze(), tuple(entries))
@@ -211,10 +252,13 @@ class Pipeline:
 
     def run(self, program: Program, instruments: Sequence[Instrument] = ()) -> PassResult:
         entries: list[Entry] = []
+        checker = _CHECKER.get()
         for step, pass_ in enumerate(self.leaves()):
             for instrument in instruments:
                 instrument.before(pass_, program)
             result = pass_.run(program)
+            if checker is not None:
+                result = checker.settle(program, result)
             for instrument in instruments:
                 instrument.after(pass_, program, result)
             entries.extend(_stamped(entry, step, pass_.name) for entry in result.entries)
