@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) bench/roundtrip.py --sizes 1000,10000
 	$(PY) bench/codec.py
 	$(PY) bench/vision.py
+	$(PY) bench/validate.py
 
 clean:
 	rm -rf .venv .venv-torch*

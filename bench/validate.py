@@ -3,7 +3,9 @@ against a plain `fqlower.lower`, in one run.
 
 Models: the residual reference models of bench/lower.py (about 1k and 3k nodes) and its
 three small real architectures, with their example inputs. Per model, alternating the
-order every repeat, CPU-time medians of
+order every repeat, wall-clock medians (CPU time would count the spinning of torch's
+idle intra-op threads after every small kernel: validation runs ~1,500 of them on the
+1k model, and its CPU time comes out about twice its wall time on 2 cores) of
 
   * lower:     `fqlower.lower(gm, qconfig_map, scope)` (the change log, no checks);
   * lower+v:   `fqlower.lower(..., validate=True, example_inputs=x)`: every change
@@ -40,11 +42,11 @@ import fqlower  # noqa: E402
 from lower import ARCHITECTURES, Case, architecture_case, residual_case, torch_lower  # noqa: E402
 
 
-def _cpu_ms(fn: Callable[[], object]) -> float:
+def _wall_ms(fn: Callable[[], object]) -> float:
     gc.collect()
-    start = time.process_time()
+    start = time.perf_counter()
     fn()
-    return (time.process_time() - start) * 1e3
+    return (time.perf_counter() - start) * 1e3
 
 
 def timed(case: Case, repeats: int) -> dict[str, float]:
@@ -57,9 +59,9 @@ def timed(case: Case, repeats: int) -> dict[str, float]:
     for repeat in range(repeats):
         order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
         for name in order:
-            samples[name].append(_cpu_ms(runs[name]))
+            samples[name].append(_wall_ms(runs[name]))
         gm, qmap, scope = copy.deepcopy((case.gm, case.qconfig_map, case.scope))
-        samples["torch"].append(_cpu_ms(lambda: torch_lower(gm, qmap, scope)))
+        samples["torch"].append(_wall_ms(lambda: torch_lower(gm, qmap, scope)))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

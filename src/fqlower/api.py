@@ -18,10 +18,10 @@ from fqlower.log import PROVENANCE, Change, ChangeLog, apply_log, without_change
 from fqlower.engine.edits import SetConstant
 from fqlower.emit import to_fx
 from fqlower.errors import UnsupportedInput
-from fqlower.ir import Program, from_fx, gc_paused
+from fqlower.ir import Build, Program, from_fx, gc_paused
 from fqlower.emit.original_weights import ORIGINAL_WEIGHTS_LOOKUP, original_weights_lookup
 from fqlower.engine.pipeline import Pipeline, Timing, checking
-from fqlower.validation import Validation, Validator
+from fqlower.validation import DEFAULT_SAMPLES, Validation, Validator
 
 
 LOGGER = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def lower(
     pipeline: Pipeline | None = None,
     validate: bool = False,
     example_inputs: Sequence[Any] | None = None,
-    samples: int = 4,
+    samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
 ) -> Lowering:
     """Lower a quantized reference model. `model` is read, never changed.
@@ -70,7 +70,7 @@ def lower(
             result, log = pipeline.run_logged(program, (timing,))
         cautions = recipe_engine_cautions(program, log.changes, torch.backends.quantized.engine)
         log = attrs.evolve(log, entries=log.entries + cautions) if cautions else log
-        module = _emit(result.program, log.changes, keep_original_weights)
+        module = _emit(result.program, log.changes, keep_original_weights, validator.built if validator is not None else None)
     validation = validator.validation(log) if validator is not None else None
     return Lowering(module, result.program, log, tuple(timing.seconds), validation)
 
@@ -178,8 +178,8 @@ def replay(
     return Lowering(module, program, log, (("replay", time.perf_counter() - started),))
 
 
-def _emit(program: Program, changes: Sequence[Change], keep_original_weights: bool) -> torch.fx.GraphModule:
-    module = to_fx(program)
+def _emit(program: Program, changes: Sequence[Change], keep_original_weights: bool, built: dict[Build, Any] | None = None) -> torch.fx.GraphModule:
+    module = to_fx(program, built)
     for node in module.graph.nodes:
         # nodes no change touched came from the reference node of the same name
         node.meta.setdefault(PROVENANCE, {"pass": None, "rule": None, "anchor": None, "from": (node.name,)})

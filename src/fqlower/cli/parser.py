@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from fqlower.cli.commands import _bisect_command, _demo, _diff_command, _explain_command, _lower_command, _replay_command, _validate_command
 from fqlower.cli.inputs import _shape
 from fqlower.cli.output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, QCONFIGS, _error, _one_line
+from fqlower.validation.samples import DEFAULT_SAMPLES
 
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _reference_arguments(validate)
     validate.add_argument("--log", metavar="LOG", help="validate this change log's changes instead of lowering again")
-    validate.add_argument("--samples", type=int, default=4, metavar="N", help="input draws per change (default: %(default)s)")
+    validate.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, metavar="N", help="input draws per change (default: %(default)s)")
     validate.add_argument("--reproducers", metavar="DIR", help="write each refutation as DIR/<rule>-<node>.py (runs with torch alone) and its .pt")
     _input_arguments(validate, "(default: the maps file's example inputs)")
     validate.set_defaults(handler=_validate_command, command_parser=validate)

@@ -215,13 +215,16 @@ def _graph_module(program: Program, graph: torch.fx.Graph, targets: dict[str, An
     return module
 
 
-def to_fx(program: Program) -> torch.fx.GraphModule:
-    """The GraphModule a program describes; reads the program, builds new objects."""
+def to_fx(program: Program, built: dict[Build, Any] | None = None) -> torch.fx.GraphModule:
+    """The GraphModule a program describes; reads the program, builds new objects.
+
+    `built` (see `materialize`) may hold modules already built from equal specs, by a
+    validation of the same lowering (fqlower.validation): they are taken, not rebuilt."""
     with gc_paused():
-        return _to_fx(program)
+        return _to_fx(program, built if built is not None else {})
 
 
-def _to_fx(program: Program) -> torch.fx.GraphModule:
+def _to_fx(program: Program, built: dict[Build, Any]) -> torch.fx.GraphModule:
     graph = torch.fx.Graph(tracer_cls=program.context.tracer_cls, tracer_extras=program.context.tracer_extras)
     if program.context.codegen is not None:
         graph._codegen = program.context.codegen
@@ -245,7 +248,6 @@ def _to_fx(program: Program) -> torch.fx.GraphModule:
         fx_node.meta = dict(node.meta)
         env[node.name] = fx_node
 
-    built: dict[Build, Any] = {}
     values = {path: _materialize_at(program, path, targets[path], built) for path in sorted(targets, key=lambda path: path.count("."))}
     packed = any(isinstance(value, torch._C.ScriptObject) and PACKED_WEIGHT_MARK in path for path, value in values.items())
     module = _graph_module(program, graph, targets, values)

@@ -37,6 +37,7 @@ from fqlower.engine.pipeline import Pipeline
 from fqlower.ir import from_fx
 from fqlower.log import ChangeLog
 from fqlower.validation.checker import Validator
+from fqlower.validation.samples import DEFAULT_SAMPLES
 from fqlower.validation.verdicts import REFUTED, UNCHECKED, VALIDATED, Validation, Verdict, check, reference_values
 
 
@@ -48,7 +49,7 @@ def validate(
     *,
     pipeline: Pipeline | None = None,
     log: ChangeLog | None = None,
-    samples: int = 4,
+    samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
 ) -> Validation:
     """Lower `model` (with `pipeline`, or take the changes of `log`) and check every change."""
@@ -65,4 +66,4 @@ def validate(
     return validator.validation()
 
 
-__all__ = ["REFUTED", "UNCHECKED", "VALIDATED", "Validation", "Validator", "Verdict", "check", "reference_values", "validate"]
+__all__ = ["DEFAULT_SAMPLES", "REFUTED", "UNCHECKED", "VALIDATED", "Validation", "Validator", "Verdict", "check", "reference_values", "validate"]

@@ -33,8 +33,9 @@ from fqlower.ir import Build, Program
 from fqlower.log import Change, ChangeLog, Entry, Skip, record_change
 from fqlower.names import qualified_name
 from fqlower.reasons import Code
+from fqlower.validation.fragments import Readers
 from fqlower.validation.reproducer import describe_inputs
-from fqlower.validation.samples import code_ceiling
+from fqlower.validation.samples import DEFAULT_SAMPLES, code_ceiling
 from fqlower.validation.verdicts import REFUTED, Validation, Verdict, check, reference_values
 
 
@@ -43,20 +44,23 @@ REFUSAL = "refuted by translation validation"
 
 class Validator:
     """Checks changes on their own subgraphs, in the order it is handed them, and keeps
-    the verdicts. One validator per lowering: values of new nodes carry over."""
+    the verdicts. One validator per lowering of `program`: values of new nodes, and the
+    index of which nodes call each module, carry over from change to change."""
 
-    def __init__(self, values: dict[str, Any], samples: int = 4, seed: int = 0, ceiling: int | None = None):
+    def __init__(self, program: Program, values: dict[str, Any], samples: int = DEFAULT_SAMPLES, seed: int = 0, ceiling: int | None = None):
         self.values = values
+        self.readers = Readers(program)
+        self.built: dict[Build, Any] = {}  # modules built from specs, shared with the emitter
         self.samples, self.seed, self.ceiling = samples, seed, ceiling
         self.generator = torch.Generator().manual_seed(seed)
         self.verdicts: list[Verdict] = []
         self._seen: set[int] = set()  # ids of the changes checked since the last settle
 
     @classmethod
-    def of(cls, model: torch.fx.GraphModule, program: Program, example_inputs: Sequence[Any], samples: int = 4, seed: int = 0) -> Validator:
+    def of(cls, model: torch.fx.GraphModule, program: Program, example_inputs: Sequence[Any], samples: int = DEFAULT_SAMPLES, seed: int = 0) -> Validator:
         """A validator for lowering `program` (imported from `model`): node values from
         running `model` on `example_inputs`, codes capped as the recipe caps them."""
-        return cls(reference_values(model, example_inputs), samples, seed, code_ceiling(program.qconfig.values()))
+        return cls(program, reference_values(model, example_inputs), samples, seed, code_ceiling(program.qconfig.values()))
 
     def validation(self, log: ChangeLog | None = None) -> Validation:
         """The verdicts so far; with the `log` of the lowering they were made in, each
@@ -75,7 +79,8 @@ class Validator:
         return Validation(tuple(named))
 
     def check(self, change: Change, before: Program, after: Program) -> Skip | None:
-        verdict = check(change, before, after, self.values, self.samples, self.generator, self.ceiling)
+        self.readers.note(change.edits)
+        verdict = check(change, before, after, self.values, self.samples, self.generator, self.ceiling, self.readers, self.built)
         self.verdicts.append(verdict)
         self._seen.add(id(change))
         return self.refusal(verdict) if verdict.status == REFUTED else None

@@ -28,13 +28,76 @@ from fqlower.log import Change
 
 
 @attrs.frozen
-class Fragment:
-    """A runnable piece of one program: `module(*inputs)` returns `outputs`' values."""
+class Step:
+    """One node of a fragment: what it calls, on arguments that name other nodes (Refs)."""
 
-    module: torch.fx.GraphModule
+    name: str
+    op: str
+    target: Any
+    args: tuple[Any, ...]
+    kwargs: Any
+
+
+@attrs.frozen
+class Fragment:
+    """A runnable piece of one program: `run(inputs)` returns the values of `outputs`.
+
+    It runs its steps directly, as torch.fx's Interpreter would run them, with its modules
+    and constants materialised (`objects`, by node name): no GraphModule is built to check
+    a change. `module()` builds one, for a reproducer."""
+
+    steps: tuple[Step, ...]
+    objects: dict[str, Any] = attrs.field(eq=False, repr=False)
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    names: tuple[str, ...]  # the program nodes it computes, in order (for values of new nodes)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The program nodes it computes, in order."""
+        return tuple(step.name for step in self.steps)
+
+    def run(self, inputs: tuple[Any, ...], record: dict[str, Any] | None = None) -> tuple[Any, ...]:
+        """The outputs on `inputs`; with `record`, every computed node's value into it."""
+        env: dict[str, Any] = dict(zip(self.inputs, inputs))
+        objects = self.objects
+        for step in self.steps:
+            if step.op == "get_attr":
+                result = objects[step.name]
+            else:
+                args, kwargs = fx_arg(step.args, env), fx_arg(step.kwargs, env)
+                if step.op == "call_function":
+                    result = step.target(*args, **kwargs)
+                elif step.op == "call_method":
+                    result = getattr(args[0], step.target)(*args[1:], **kwargs)
+                else:
+                    result = objects[step.name](*args, **kwargs)
+            env[step.name] = result
+            if record is not None:
+                record[step.name] = result
+        return tuple(env[name] for name in self.outputs)
+
+    def module(self) -> torch.fx.GraphModule:
+        """The same computation as a GraphModule: inputs `in_0`, ..., a tuple of outputs."""
+        graph = torch.fx.Graph()
+        root = torch.nn.Module()
+        env: dict[str, Any] = {name: graph.placeholder(f"in_{index}") for index, name in enumerate(self.inputs)}
+        for index, step in enumerate(self.steps):
+            if step.op == "get_attr":
+                value = self.objects[step.name]
+                attr = f"constant_{index}"
+                if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+                    root.register_buffer(attr, value)
+                else:
+                    setattr(root, attr, value)
+                env[step.name] = graph.get_attr(attr)
+            elif step.op == "call_module":
+                path = f"module_{index}"
+                root.add_module(path, self.objects[step.name])
+                env[step.name] = graph.call_module(path, fx_arg(step.args, env), fx_arg(step.kwargs, env))
+            else:
+                env[step.name] = graph.create_node(step.op, step.target, fx_arg(step.args, env), fx_arg(step.kwargs, env))
+        graph.output(tuple(env[name] for name in self.outputs))
+        return torch.fx.GraphModule(root, graph)
 
 
 @attrs.frozen
@@ -43,15 +106,45 @@ class Sides:
     after: Fragment
 
 
-def site(change: Change, before: Program, after: Program) -> set[str]:
+class Readers:
+    """Which nodes call a module path or read a constant: an index of a program, kept
+    current by `note`ing each change's edits. Nodes since removed or retargeted are
+    filtered out when asked, so only the edits that add a reader need noting."""
+
+    def __init__(self, program: Program):
+        self._by_target: dict[tuple[str, Any], set[str]] = {}
+        for node in program.graph.nodes.values():
+            self._add(node.name, node.op, node.target)
+
+    def _add(self, name: str, op: str, target: Any) -> None:
+        if op in ("call_module", "get_attr"):
+            self._by_target.setdefault((op, target), set()).add(name)
+
+    def note(self, edits: Iterable[Edit]) -> None:
+        for edit in edits:
+            if isinstance(edit, AddNode):
+                self._add(edit.node.name, edit.node.op, edit.node.target)
+            elif isinstance(edit, SetTarget):
+                self._add(edit.name, edit.op, edit.target)
+
+    def of(self, programs: tuple[Program, ...], op: str, target: str) -> list[str]:
+        """The nodes that call or read `target` in any of `programs`."""
+        return [
+            name
+            for name in sorted(self._by_target.get((op, target), ()))
+            if any(name in program and program.node(name).op == op and program.node(name).target == target for program in programs)
+        ]
+
+
+def site(change: Change, before: Program, after: Program, readers: Readers) -> set[str]:
     """Every node the change names, in either program."""
     names = set(change.bindings.values()) | {change.anchor}
     for edit in change.edits:
-        names.update(_named(edit, before, after))
+        names.update(_named(edit, (before, after), readers))
     return {name for name in names if name in before or name in after}
 
 
-def _named(edit: Edit, before: Program, after: Program) -> Iterable[str]:
+def _named(edit: Edit, programs: tuple[Program, Program], readers: Readers) -> Iterable[str]:
     if isinstance(edit, AddNode):
         return (edit.node.name,)
     if isinstance(edit, (RemoveNode, SetArgs, SetTarget, MoveNode)):
@@ -59,19 +152,20 @@ def _named(edit: Edit, before: Program, after: Program) -> Iterable[str]:
     if isinstance(edit, ReplaceUses):
         return (edit.old, edit.new)
     if isinstance(edit, SetModule):
-        return _readers(before, after, "call_module", edit.path)
+        return readers.of(programs, "call_module", edit.path)
     if isinstance(edit, SetConstant):
-        return _readers(before, after, "get_attr", edit.attr)
+        return readers.of(programs, "get_attr", edit.attr)
     return ()
 
 
-def _readers(before: Program, after: Program, op: str, target: str) -> list[str]:
-    return [node.name for program in (before, after) for node in program.nodes() if node.op == op and node.target == target]
-
-
-def sides(change: Change, before: Program, after: Program) -> Sides:
-    """The before and after fragments of `change` (see the module docstring)."""
-    names = _closed(site(change, before, after), (before, after))
+def sides(change: Change, before: Program, after: Program, readers: Readers | None = None, built: dict[Build, Any] | None = None) -> Sides:
+    """The before and after fragments of `change` (see the module docstring). `readers`
+    indexes `before` (built here when not given: a walk over every node); `built`
+    memoises the modules built from specs (emit.to_fx.materialize)."""
+    if readers is None:
+        readers = Readers(before)
+        readers.note(change.edits)
+    names = _closed(site(change, before, after, readers), (before, after))
     outside_readers = sorted(
         {user for program in (before, after) for name in names if name in program for user in program.users(name)} - names
     )
@@ -86,7 +180,8 @@ def sides(change: Change, before: Program, after: Program) -> Sides:
                 outputs_before.append(old)
                 outputs_after.append(new)
     inputs = sorted(_inputs(before, names) | _inputs(after, names))
-    return Sides(_fragment(before, names, inputs, outputs_before), _fragment(after, names, inputs, outputs_after))
+    built = built if built is not None else {}
+    return Sides(_fragment(before, names, inputs, outputs_before, built), _fragment(after, names, inputs, outputs_after, built))
 
 
 def _closed(names: set[str], programs: tuple[Program, ...]) -> set[str]:
@@ -124,37 +219,21 @@ def _inputs(program: Program, names: set[str]) -> set[str]:
     return found
 
 
-def _fragment(program: Program, names: set[str], inputs: list[str], outputs: list[str]) -> Fragment:
-    graph = torch.fx.Graph()
-    root = torch.nn.Module()
-    env: dict[str, torch.fx.Node] = {name: graph.placeholder(f"in_{index}") for index, name in enumerate(inputs)}
-    built: dict[Build, Any] = {}
-    computed = []
+def _fragment(program: Program, names: set[str], inputs: list[str], outputs: list[str], built: dict[Build, Any]) -> Fragment:
+    steps, objects = [], {}
     wanted = {name for name in names if name in program} | set(_constants_read(program, names))
-    ordered = sorted(wanted, key=program.position)
-    for index, name in enumerate(ordered):
-        if name in env:
+    for name in sorted(wanted, key=program.position):
+        if name in inputs:
             continue
         node = program.node(name)
         if node.op == "get_attr":
-            attr = f"constant_{index}"
-            value = materialize(program, program.constants[node.target], built)
-            if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
-                root.register_buffer(attr, value)
-            else:
-                setattr(root, attr, value)
-            env[name] = graph.get_attr(attr)
+            objects[name] = materialize(program, program.constants[node.target], built)
         elif node.op == "call_module":
-            path = f"module_{index}"
-            root.add_module(path, materialize(program, program.modules[node.target], built))
-            env[name] = graph.call_module(path, fx_arg(node.args, env), fx_arg(node.kwargs, env))
-        elif node.op in ("call_function", "call_method"):
-            env[name] = graph.create_node(node.op, node.target, fx_arg(node.args, env), fx_arg(node.kwargs, env))
-        else:  # placeholder or output: never part of a site's computation
-            continue
-        computed.append(name)
-    graph.output(tuple(env[name] for name in outputs))
-    return Fragment(torch.fx.GraphModule(root, graph), tuple(inputs), tuple(outputs), tuple(computed))
+            objects[name] = materialize(program, program.modules[node.target], built)
+        elif node.op not in ("call_function", "call_method"):
+            continue  # placeholder or output: never part of a site's computation
+        steps.append(Step(name, node.op, node.target, node.args, node.kwargs))
+    return Fragment(tuple(steps), objects, tuple(inputs), tuple(outputs))
 
 
 def _constants_read(program: Program, names: set[str]) -> list[str]:

@@ -17,6 +17,7 @@ without `_modules`, which GraphModule's unpickler retraces through.)
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ def write_reproducer(verdict: Verdict, path: str | Path) -> str:
         raise FqlowerError(f"only a refuted change has a reproducer; {verdict.change.rule} at {verdict.change.anchor!r} is {verdict.status}", node=verdict.change.anchor)
     path = Path(path).resolve()
     sides, inputs = verdict.sides, verdict.counterexample
-    saved = {"before": _compiled(sides.before.module, inputs, verdict), "after": _compiled(sides.after.module, inputs, verdict), "inputs": inputs}
+    before, after = sides.before.module(), sides.after.module()
+    saved = {"before": _compiled(before, inputs, verdict), "after": _compiled(after, inputs, verdict), "inputs": inputs}
     torch.save(saved, str(path))
     change = verdict.change
     return SCRIPT.format(
@@ -89,8 +91,8 @@ def write_reproducer(verdict: Verdict, path: str | Path) -> str:
         anchor=change.anchor,
         reason=verdict.reason.replace("\n", " "),
         inputs=describe_inputs(verdict.inputs, verdict.counterexample),
-        before_code=_commented(sides.before.module.code),
-        after_code=_commented(sides.after.module.code),
+        before_code=_commented(before.code),
+        after_code=_commented(after.code),
         engine=torch.backends.quantized.engine,
         path=str(path),
         outputs=list(sides.before.outputs),
@@ -101,11 +103,14 @@ def _compiled(module: torch.fx.GraphModule, inputs: tuple[Any, ...], verdict: Ve
     """`module` as TorchScript bytes: traced on `inputs`, or scripted where tracing fails."""
     buffer = io.BytesIO()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's tracer warns about the scalars it bakes in: intended here
             compiled = torch.jit.trace(module, inputs, check_trace=False)
     except Exception as traced:
         try:
-            compiled = torch.jit.script(module)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compiled = torch.jit.script(module)
         except Exception as scripted:
             raise FqlowerError(
                 f"cannot save the subgraphs of {verdict.change.rule} at {verdict.change.anchor!r}: tracing fails ({traced}), scripting fails ({scripted})",

@@ -15,10 +15,10 @@ import attrs
 import torch
 import torch.fx
 
-from fqlower.ir import Program
+from fqlower.ir import Build, Program
 from fqlower.engine.edits import RemoveNode
 from fqlower.log import Change
-from fqlower.validation.fragments import Fragment, Sides, sides
+from fqlower.validation.fragments import Readers, Sides, sides
 from fqlower.validation.samples import difference, draw
 
 VALIDATED, REFUTED, UNCHECKED = "validated", "refuted", "unchecked"
@@ -78,13 +78,23 @@ def reference_values(model: torch.fx.GraphModule, example_inputs: Sequence[Any])
 
 
 def check(
-    change: Change, before: Program, after: Program, values: dict[str, Any], samples: int, generator: torch.Generator, ceiling: int | None = None
+    change: Change,
+    before: Program,
+    after: Program,
+    values: dict[str, Any],
+    samples: int,
+    generator: torch.Generator,
+    ceiling: int | None = None,
+    readers: Readers | None = None,
+    built: dict[Build, Any] | None = None,
 ) -> Verdict:
-    """The verdict on one change; records the values of the nodes its produced side computes."""
+    """The verdict on one change; once it holds on the reference values (sample 0), the
+    values of the nodes its produced side computes go into `values`. `readers` indexes
+    `before`, `built` memoises specs (fqlower.validation.fragments)."""
     if all(type(edit) is RemoveNode for edit in change.edits):  # apply removes unread nodes only
         return Verdict(change, VALIDATED, NOTHING_READS)
     try:
-        pair = sides(change, before, after)
+        pair = sides(change, before, after, readers, built)
     except Exception as error:
         return Verdict(change, UNCHECKED, f"its subgraphs cannot be built: {type(error).__name__}: {error}")
     missing = [name for name in pair.before.inputs if name not in values]
@@ -93,15 +103,18 @@ def check(
     worst_error, worst_bound = 0.0, 0.0
     for sample in range(max(samples, 1)):
         inputs = tuple(draw(values[name], sample, generator, ceiling) for name in pair.before.inputs)
+        computed: dict[str, Any] | None = {} if sample == 0 else None
         with torch.no_grad():
             try:
-                expected = pair.before.module(*inputs)
+                # on the reference values, the matched side's outputs are known already
+                known = sample == 0 and all(name in values for name in pair.before.outputs)
+                expected = tuple(values[name] for name in pair.before.outputs) if known else pair.before.run(inputs)
             except Exception as error:
                 if sample == 0:
                     return Verdict(change, UNCHECKED, f"its matched subgraph fails running: {type(error).__name__}: {error}")
                 continue  # a drawn input the matched subgraph does not take
             try:
-                produced = pair.after.module(*inputs)
+                produced = pair.after.run(inputs, computed)
             except Exception as error:
                 if "Didn't find engine for operation" in str(error):  # onednn-only fused kernels, say
                     engine = torch.backends.quantized.engine
@@ -117,25 +130,7 @@ def check(
                 reason = f"%{name} differs by {distance:.4g} (bound {bound:.4g}) on sample {sample}"
                 return Verdict(change, REFUTED, reason, distance, bound, inputs, pair.before.inputs, sample, pair)
             worst_error, worst_bound = max(worst_error, distance), max(worst_bound, bound)
-        if sample == 0:
-            _record(pair.after, inputs, values)
+        if computed is not None:
+            values.update(computed)
     reason = "" if pair.before.outputs else NOTHING_READS
     return Verdict(change, VALIDATED, reason, worst_error, worst_bound)
-
-
-def _record(fragment: Fragment, inputs: tuple[Any, ...], values: dict[str, Any]) -> None:
-    """The values of the nodes `fragment` computes, on `inputs`, into `values`."""
-    computed = [node for node in fragment.module.graph.nodes if node.op not in ("placeholder", "output")]
-    by_node = dict(zip(computed, fragment.names))
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, node: torch.fx.Node) -> Any:
-            result = super().run_node(node)
-            if node in by_node:
-                values[by_node[node]] = result
-            return result
-
-    with torch.no_grad():
-        Recorder(fragment.module).run(*inputs)
-
-
