@@ -233,3 +233,25 @@ def test_values_are_described_by_kind():
     assert describe_value(torch.tensor([-1.5, 2.0])) == "float32 [2] in [-1.5, 2]"
     assert describe_value((1, 2)) == "(1, 2)"
     assert describe_value("x" * 100).endswith("...") and len(describe_value("x" * 100)) == 60
+
+
+def test_a_conv_packed_with_stride_0_is_refuted_not_run():
+    """Regression (validation law 2): qnnpack's conv prepack takes a stride of 0, and its
+    kernel then divides by it: the process dies (SIGFPE). Validation refuses to run it."""
+    reference = build("FunctionalConvLinear-static_fbgemm")
+
+    def match(program, node):
+        spec = program.constants.get(node.target) if node.op == "get_attr" else None
+        return Match(node.name) if isinstance(spec, fqlower.Build) and spec.factory.endswith("conv2d_prepack") else None
+
+    def rewrite(program, found):
+        target = program.node(found.anchor).target
+        spec = program.constants[target]
+        weight, bias, stride, *rest = spec.args
+        return [fqlower.SetConstant(target, fqlower.Build(spec.factory, (weight, bias, (0, 0), *rest)))]
+
+    pipeline = Pipeline("stride-0", (default_pipeline(), rule_pass("stride-0", match, rewrite)))
+    with quantized_engine("qnnpack"):
+        checked = validated(reference, pipeline=pipeline)
+    (skip,) = refusals(checked)
+    assert skip.pass_name == "stride-0" and "stride [0, 0]" in skip.reason and "cannot be built" in skip.reason

@@ -174,3 +174,58 @@ def test_the_cli_prints_a_table_per_rule_and_exits_1_on_a_refutation(model, code
     else:
         assert "refuted:" not in out and ", 0 refuted, 0 unchecked" in out and not (tmp_path / "repro").exists()
         assert "not lowered" not in lowered_out and ", 0 refuted, 0 unchecked" in lowered_out
+
+
+def _validation_of(model, inputs, qconfig_mapping):
+    from fqlower.reference import reference_model
+
+    reference = reference_model(model.eval(), inputs, qconfig_mapping)
+    return validate(reference.module, reference.qconfig_map, reference.node_name_to_scope, reference.example_inputs)
+
+
+class AddScalar(torch.nn.Module):
+    def forward(self, x):
+        return x + 1.0
+
+
+def test_a_kernel_that_keeps_its_input_codes_is_validated_where_the_reference_saturates():
+    """Regression (validation law 2): `x + 1.0` lowers to quantized.add_scalar, which keeps
+    the input's codes and moves the zero point, while the reference requantizes with the
+    input's qparams and clamps at code 255; on qnnpack's full 8-bit range the top codes
+    then differ by the scalar. A saturated reference code says only "at least this", so
+    the kernel's larger value there is no error; a kernel below it still is."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+
+    inputs = (torch.randn(256, 4, generator=torch.Generator().manual_seed(0)),)
+    with quantized_engine("qnnpack"):
+        validation = _validation_of(AddScalar(), inputs, get_default_qconfig_mapping("qnnpack"))
+        assert validation.refuted == () and validation.counts()[VALIDATED] == len(validation.verdicts)
+        wrong = Pipeline("add-scalar-as-mul", (default_pipeline(), retarget("add-as-mul", torch.ops.quantized.add, torch.ops.quantized.mul)))
+        from fqlower.reference import reference_model
+
+        reference = reference_model(AddScalar().eval(), inputs, get_default_qconfig_mapping("qnnpack"))
+        refuted = validate(reference.module, reference.qconfig_map, reference.node_name_to_scope, reference.example_inputs, pipeline=wrong).refuted
+    assert [verdict.change.pass_name for verdict in refuted] == ["add-as-mul"]
+
+
+class PoolTwoRelus(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pool = torch.nn.AvgPool1d(2)
+
+    def forward(self, x):
+        pooled = self.pool(x)
+        return torch.relu(pooled), torch.nn.functional.relu(pooled)
+
+
+def test_outputs_of_the_matched_side_are_computed_not_taken_from_the_reference_run():
+    """Regression (validation law 2): after the first reroute runs the pool on quantized
+    codes, the dequantize between it and the second relu computes a step away from its
+    value in the reference run; taking that value as the matched side's output refuted
+    the second reroute. Both sides are run on the same inputs."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+
+    inputs = (torch.randn(256, 3, 5, generator=torch.Generator().manual_seed(1)),)
+    torch.manual_seed(0)
+    validation = _validation_of(PoolTwoRelus(), inputs, get_default_qconfig_mapping("fbgemm"))
+    assert validation.refuted == () and [v.change.rule for v in validation.verdicts].count("reroute") == 2

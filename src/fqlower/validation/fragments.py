@@ -181,7 +181,16 @@ def sides(change: Change, before: Program, after: Program, readers: Readers | No
                 outputs_after.append(new)
     inputs = sorted(_inputs(before, names) | _inputs(after, names))
     built = built if built is not None else {}
-    return Sides(_fragment(before, names, inputs, outputs_before, built), _fragment(after, names, inputs, outputs_after, built))
+    matched = _fragment(before, names, inputs, outputs_before, built)
+    try:
+        produced = _fragment(after, names, inputs, outputs_after, built)
+    except Exception as error:
+        raise UnbuildableProduct(f"{type(error).__name__}: {error}") from error
+    return Sides(matched, produced)
+
+
+class UnbuildableProduct(Exception):
+    """The produced side's modules or constants cannot be built from their specs."""
 
 
 def _closed(names: set[str], programs: tuple[Program, ...]) -> set[str]:
@@ -227,13 +236,24 @@ def _fragment(program: Program, names: set[str], inputs: list[str], outputs: lis
             continue
         node = program.node(name)
         if node.op == "get_attr":
-            objects[name] = materialize(program, program.constants[node.target], built)
+            objects[name] = _runnable(materialize(program, program.constants[node.target], built), name)
         elif node.op == "call_module":
-            objects[name] = materialize(program, program.modules[node.target], built)
+            objects[name] = _runnable(materialize(program, program.modules[node.target], built), name)
         elif node.op not in ("call_function", "call_method"):
             continue  # placeholder or output: never part of a site's computation
         steps.append(Step(name, node.op, node.target, node.args, node.kwargs))
     return Fragment(tuple(steps), objects, tuple(inputs), tuple(outputs))
+
+
+def _runnable(value: Any, name: str) -> Any:
+    """`value`, unless it is a packed conv weight or a quantized conv module whose kernel
+    would kill the process rather than raise: qnnpack's conv prepack takes a stride of 0,
+    and its kernel then divides by it (SIGFPE)."""
+    packed = getattr(value, "_packed_params", value)
+    stride = packed.stride() if isinstance(packed, torch._C.ScriptObject) and hasattr(packed, "stride") else None
+    if stride is not None and not all(step >= 1 for step in stride):
+        raise ValueError(f"%{name} is a quantized conv with stride {list(stride)}: its kernel divides by the stride")
+    return value
 
 
 def _constants_read(program: Program, names: set[str]) -> list[str]:

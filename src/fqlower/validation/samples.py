@@ -22,15 +22,20 @@ DEFAULT_SAMPLES = 3  # the reference values, codes over the whole range, codes a
 
 
 def code_ceiling(qconfigs: Iterable[Any]) -> int | None:
-    """The highest quint8 activation code the recipe produces: 127 where an activation
-    observer reduces the range (fbgemm's and x86's, whose kernels need it: a code above it
-    can saturate them, and calibration keeps activations below it), else None."""
+    """The highest quint8 activation code the recipe's observers produce, where one stops
+    short of 255: 127 for fbgemm's and x86's (reduce_range) and `default_qconfig`'s
+    (quant_max=127). Calibration keeps activations below it, and the kernels rely on it:
+    fbgemm's can saturate above it, and an op that keeps its input's codes (`x + 1.0`,
+    lowered to quantized.add_scalar, shifts the zero point instead of requantizing) is
+    only equal to the reference below it. None when every observer uses all 8 bits."""
     observers = ActivationObservers()
+    ceilings = []
     for qconfig in qconfigs:
         observer = observers.of(qconfig)
-        if getattr(observer, "dtype", None) == torch.quint8 and getattr(observer, "reduce_range", False):
-            return 127
-    return None
+        top = getattr(observer, "quant_max", None)
+        if getattr(observer, "dtype", None) == torch.quint8 and isinstance(top, int) and top < 255:
+            ceilings.append(top)
+    return min(ceilings) if ceilings else None
 
 
 def draw(value: Any, sample: int, generator: torch.Generator, ceiling: int | None = None) -> Any:
@@ -68,7 +73,7 @@ def _difference(before: Any, after: Any) -> tuple[float, float] | None:
     one output step for a quantized value (two when both sides quantize), within 1%
     of its largest magnitude for a float one (a dynamic kernel quantizes its activations
     where the reference does not); exact for anything else (None when equal, (inf, 0)
-    when not)."""
+    when not). Where the matched side's output saturates, see `_distance`."""
     if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor):
         if before.shape != after.shape:
             return float("inf"), 0.0
@@ -78,13 +83,28 @@ def _difference(before: Any, after: Any) -> tuple[float, float] | None:
         a, b = (tensor.dequantize() if tensor.is_quantized else tensor for tensor in (before, after))
         if not (a.is_floating_point() and b.is_floating_point()):
             return None if torch.equal(a, b) else (float("inf"), 0.0)
-        error = float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+        error = float(_distance(before, a.float(), b.float()).max()) if a.numel() else 0.0
         bound = 1.01 * max(steps) * len(steps) if steps else 1e-2 * float(a.float().abs().max() if a.numel() else 0) + 1e-4
         return error, bound
     if isinstance(before, torch._C.ScriptObject) and isinstance(after, torch._C.ScriptObject):
         same = values_equal(before.__getstate__(), after.__getstate__())  # a packed weight: its tensors
         return None if same else (float("inf"), 0.0)
     return None if values_equal(before, after) else (float("inf"), 0.0)
+
+
+def _distance(before: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """|a - b| elementwise, one-sided where `before` (the matched side's value, `a`
+    dequantized) is quantized and saturated: a code at its dtype's top only says the
+    value is at least that, one at the bottom at most that. An op lowered to a kernel
+    that keeps its input's codes and moves the zero point (`x + 1.0` as
+    quantized.add_scalar) represents what the reference clamps there."""
+    distance = (a - b).abs()
+    if not (before.is_quantized and before.qscheme() == torch.per_tensor_affine):
+        return distance
+    codes = before.int_repr()
+    info = torch.iinfo(codes.dtype)
+    distance = torch.where(codes == info.max, (a - b).clamp(min=0), distance)
+    return torch.where(codes == info.min, (b - a).clamp(min=0), distance)
 
 
 def _same_codes(before: torch.Tensor, after: torch.Tensor) -> bool:
