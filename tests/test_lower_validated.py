@@ -255,3 +255,32 @@ def test_a_conv_packed_with_stride_0_is_refuted_not_run():
         checked = validated(reference, pipeline=pipeline)
     (skip,) = refusals(checked)
     assert skip.pass_name == "stride-0" and "stride [0, 0]" in skip.reason and "cannot be built" in skip.reason
+
+
+def shifted_adds(steps: float, tolerance: float):
+    """A user's approximating rule: every tensor-tensor quantized.add's result plus
+    `steps` output steps (a scalar add after it)."""
+
+    def match(program, node):
+        is_add = node.op == "call_function" and node.target is torch.ops.quantized.add and isinstance(node.args[1], fqlower.Ref)
+        return Match(node.name) if is_add and not node.name.endswith("_shifted") else None
+
+    def rewrite(program, found):
+        node = program.node(found.anchor)
+        scale = float(program.constants[program.node(node.args[2].name).target])
+        shifted = fqlower.Node(f"{node.name}_shifted", "call_function", torch.ops.quantized.add, (fqlower.Ref(node.name), steps * scale), fqlower.FrozenDict())
+        return [fqlower.AddNode(shifted, after=node.name), fqlower.ReplaceUses(node.name, shifted.name)]
+
+    return rule_pass("shifted-add", match, rewrite, tolerance=tolerance)
+
+
+@pytest.mark.parametrize(("tolerance", "status"), [(1.0, REFUTED), (2.0, VALIDATED)])
+def test_a_rule_states_its_tolerance_in_output_steps(tolerance, status):
+    """Three steps off: more than one step of each side (the bound is two steps when
+    both quantize), less than twice that."""
+    reference = build("ElementwiseMix-static_fbgemm")
+    pipeline = Pipeline("shifted", (default_pipeline(), shifted_adds(3.0, tolerance)))
+    checked = validated(reference, pipeline=pipeline)
+    verdicts = [verdict for verdict in checked.validation.verdicts if verdict.change.pass_name == "shifted-add"]
+    assert verdicts and {verdict.status for verdict in verdicts} == {status}
+    assert validate(reference.module, reference.qconfig_map, reference.node_name_to_scope, reference.example_inputs, pipeline=pipeline).counts() == checked.validation.counts()

@@ -65,7 +65,7 @@ def lower(
         program = from_fx(model, qconfig_map, node_name_to_scope)
         check_input(program)
         timing = Timing()
-        validator = _validator(model, program, validate, example_inputs, samples, seed)
+        validator = _validator(model, program, validate, example_inputs, samples, seed, pipeline)
         with checking(validator) if validator is not None else contextlib.nullcontext():
             result, log = pipeline.run_logged(program, (timing,))
         cautions = recipe_engine_cautions(program, log.changes, torch.backends.quantized.engine)
@@ -76,7 +76,13 @@ def lower(
 
 
 def _validator(
-    model: torch.fx.GraphModule, program: Program, validate: bool, example_inputs: Sequence[Any] | None, samples: int, seed: int
+    model: torch.fx.GraphModule,
+    program: Program,
+    validate: bool,
+    example_inputs: Sequence[Any] | None,
+    samples: int,
+    seed: int,
+    pipeline: Pipeline,
 ) -> Validator | None:
     """The checker of a lowering with `validate=True` (None without)."""
     if not validate:
@@ -86,7 +92,7 @@ def _validator(
             "validate=True needs example_inputs: each rewrite is checked on the values its nodes "
             "have when the reference model runs on them (and on draws shaped like them)"
         )
-    return Validator.of(model, program, tuple(example_inputs), samples, seed)
+    return Validator.of(model, program, tuple(example_inputs), samples, seed, pipeline)
 
 
 def check_input(program: Program) -> None:

@@ -112,12 +112,16 @@ Candidate = Callable[[Node], bool]
 @attrs.frozen
 class Rule:
     """`candidate`, when given, is a cheap test of a node alone that holds for every
-    node `match` answers (Match or Miss) for: the driver calls `match` only on those."""
+    node `match` answers (Match or Miss) for: the driver calls `match` only on those.
+    `tolerance` is how far, in output quantization steps, translation validation lets
+    a rewrite's result be from what it replaced (1: a requantizing op's own rounding;
+    more for a rule that approximates on purpose)."""
 
     name: str
     match: Matcher
     rewrite: Rewriter
     candidate: Candidate | None = None
+    tolerance: float = 1.0
 
 
 def _with_context(error: FqlowerError, prefix: str, program: Program, node: str) -> FqlowerError:
@@ -172,9 +176,9 @@ class RulePass:
         return PassResult(draft.freeze(), tuple(entries))
 
 
-def rule_pass(name: str, match: Matcher, rewrite: Rewriter, candidate: Candidate | None = None) -> RulePass:
+def rule_pass(name: str, match: Matcher, rewrite: Rewriter, candidate: Candidate | None = None, tolerance: float = 1.0) -> RulePass:
     """A one-rule pass whose rule has the pass's name."""
-    return RulePass(name, (Rule(name, match, rewrite, candidate),))
+    return RulePass(name, (Rule(name, match, rewrite, candidate, tolerance),))
 
 
 # --- instruments -----------------------------------------------------------------------------

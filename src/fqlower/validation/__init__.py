@@ -58,7 +58,7 @@ def validate(
         from fqlower.passes import default_pipeline  # the passes import the engine, not this
 
         log = (pipeline if pipeline is not None else default_pipeline()).run_logged(program)[1]
-    validator = Validator.of(model, program, example_inputs, samples, seed)
+    validator = Validator.of(model, program, example_inputs, samples, seed, pipeline)
     for change in log.changes:
         after = apply(program, change.edits)
         validator.check(change, program, after)

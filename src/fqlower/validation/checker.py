@@ -20,14 +20,14 @@ one left out and the program rebuilt from the rest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 import torch
 
 from fqlower.engine.edits import AddNode, SetConstant, SetModule, SetTarget
-from fqlower.engine.pipeline import PassResult
+from fqlower.engine.pipeline import PassResult, Pipeline, Rule
 from fqlower.errors import ChangeLogError, IRError
 from fqlower.ir import Build, Program
 from fqlower.log import Change, ChangeLog, Entry, Skip, record_change
@@ -47,8 +47,17 @@ class Validator:
     the verdicts. One validator per lowering of `program`: values of new nodes, and the
     index of which nodes call each module, carry over from change to change."""
 
-    def __init__(self, program: Program, values: dict[str, Any], samples: int = DEFAULT_SAMPLES, seed: int = 0, ceiling: int | None = None):
+    def __init__(
+        self,
+        program: Program,
+        values: dict[str, Any],
+        samples: int = DEFAULT_SAMPLES,
+        seed: int = 0,
+        ceiling: int | None = None,
+        tolerances: Mapping[tuple[str, str], float] | None = None,
+    ):
         self.values = values
+        self.tolerances = dict(tolerances or {})  # (pass, rule) -> output steps, where a rule states it
         self.readers = Readers(program)
         self.built: dict[Build, Any] = {}  # modules built from specs, shared with the emitter
         self.samples, self.seed, self.ceiling = samples, seed, ceiling
@@ -57,10 +66,20 @@ class Validator:
         self._seen: set[int] = set()  # ids of the changes checked since the last settle
 
     @classmethod
-    def of(cls, model: torch.fx.GraphModule, program: Program, example_inputs: Sequence[Any], samples: int = DEFAULT_SAMPLES, seed: int = 0) -> Validator:
-        """A validator for lowering `program` (imported from `model`): node values from
-        running `model` on `example_inputs`, codes capped as the recipe caps them."""
-        return cls(program, reference_values(model, example_inputs), samples, seed, code_ceiling(program.qconfig.values()))
+    def of(
+        cls,
+        model: torch.fx.GraphModule,
+        program: Program,
+        example_inputs: Sequence[Any],
+        samples: int = DEFAULT_SAMPLES,
+        seed: int = 0,
+        pipeline: Pipeline | None = None,
+    ) -> Validator:
+        """A validator for lowering `program` (imported from `model`) with `pipeline`:
+        node values from running `model` on `example_inputs`, codes capped as the recipe
+        caps them, the tolerances its rules state."""
+        values = reference_values(model, example_inputs)
+        return cls(program, values, samples, seed, code_ceiling(program.qconfig.values()), stated_tolerances(pipeline))
 
     def validation(self, log: ChangeLog | None = None) -> Validation:
         """The verdicts so far; with the `log` of the lowering they were made in, each
@@ -80,7 +99,8 @@ class Validator:
 
     def check(self, change: Change, before: Program, after: Program) -> Skip | None:
         self.readers.note(change.edits)
-        verdict = check(change, before, after, self.values, self.samples, self.generator, self.ceiling, self.readers, self.built)
+        tolerance = self.tolerances.get((change.pass_name, change.rule), 1.0)
+        verdict = check(change, before, after, self.values, self.samples, self.generator, self.ceiling, self.readers, self.built, tolerance)
         self.verdicts.append(verdict)
         self._seen.add(id(change))
         return self.refusal(verdict) if verdict.status == REFUTED else None
@@ -120,6 +140,17 @@ class Validator:
             current = after
         self._seen.clear()
         return PassResult(current, tuple(entries)) if refused else result
+
+
+def stated_tolerances(pipeline: Pipeline | None) -> dict[tuple[str, str], float]:
+    """(pass, rule) -> tolerance of every rule of `pipeline`'s rule passes that states one."""
+    found = {}
+    for pass_ in pipeline.leaves() if pipeline is not None else ():
+        rules = getattr(pass_, "rules", None)
+        for rule in rules if isinstance(rules, tuple) else ():
+            if isinstance(rule, Rule) and rule.tolerance != 1.0:
+                found[(pass_.name, rule.name)] = rule.tolerance
+    return found
 
 
 def refused_code(change: Change) -> Code:

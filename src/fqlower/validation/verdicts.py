@@ -87,10 +87,12 @@ def check(
     ceiling: int | None = None,
     readers: Readers | None = None,
     built: dict[Build, Any] | None = None,
+    tolerance: float = 1.0,
 ) -> Verdict:
     """The verdict on one change; once it holds on the reference values (sample 0), the
     values of the nodes its produced side computes go into `values`. `readers` indexes
-    `before`, `built` memoises specs (fqlower.validation.fragments)."""
+    `before`, `built` memoises specs (fqlower.validation.fragments); `tolerance` scales
+    the bound (the rule's stated tolerance, in output steps)."""
     if all(type(edit) is RemoveNode for edit in change.edits):  # apply removes unread nodes only
         return Verdict(change, VALIDATED, NOTHING_READS)
     try:
@@ -127,7 +129,7 @@ def check(
             found = difference(old, new)
             if found is None:
                 continue
-            distance, bound = found
+            distance, bound = found[0], found[1] * tolerance
             if not distance <= bound:
                 reason = f"%{name} differs by {distance:.4g} (bound {bound:.4g}) on sample {sample}"
                 return Verdict(change, REFUTED, reason, distance, bound, inputs, pair.before.inputs, sample, pair)
