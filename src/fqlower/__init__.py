@@ -62,6 +62,7 @@ from fqlower.engine.pipeline import (
 
 from fqlower.passes import default_pipeline
 from fqlower.validation import Validation, Verdict, validate
+from fqlower.pt2e import lower_pt2e, pt2e_pipeline
 
 __all__ = [
     "__version__",
@@ -76,6 +77,8 @@ __all__ = [
     "default_pipeline",
     "lower",
     "lower_to_native_backend",
+    "lower_pt2e",
+    "pt2e_pipeline",
     "replay",
     "validate",
     "Validation",

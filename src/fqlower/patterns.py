@@ -322,6 +322,17 @@ WEIGHT_PREPACK_OPS: tuple[Any, ...] = (
     torch.ops.quantized.linear_prepack,
     torch.ops.quantized.linear_prepack_fp16,
     *CONV_PREPACK.values(),
+    # the PT2E front end's (fqlower.pt2e): onednn's, folded the same way
+    torch.ops.onednn.qconv_prepack,
+    torch.ops.onednn.qlinear_prepack,
+)
+
+# the PT2E front end's kernels (fqlower.pt2e): what torchao's x86 lowering emits
+PT2E_KERNELS: tuple[Any, ...] = (
+    torch.ops.onednn.qconv_pointwise.default,
+    torch.ops.onednn.qlinear_pointwise.default,
+    torch.ops.onednn.qconv2d_pointwise.binary,
+    torch.ops.onednn.qlinear_pointwise.binary,
 )
 
 # weight quantizer -> positions of its zero point(s) and dtype arguments, with their keywords
