@@ -116,7 +116,7 @@ def test_an_fx_graph_mode_model_is_refused_with_a_clear_error():
     with pytest.raises(UnsupportedInput, match="not a PT2E reference graph"):
         lower_pt2e(reference.module)
     with pytest.raises(UnsupportedInput, match="expects the GraphModule"):
-        lower_pt2e(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+        lower_pt2e(torch.nn.Linear(2, 2))  # type: ignore[arg-type]  # a plain module, on purpose
 
 
 class SymmetricActivations(torch.nn.Module):

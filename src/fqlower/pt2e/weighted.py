@@ -82,11 +82,14 @@ def match(program: ProgramView, node: Node) -> Match | Miss | None:
     weight = program.node(dq_w.args[0].name) if isinstance(dq_w.args[0], Ref) else None
     if weight is None or weight.op != "get_attr" or dq_w.args[3] != 0 or any(not isinstance(arg, Ref) for arg in dq_w.args[1:3]):
         return Miss(f"{node.name!r}: its weight is not a constant int8 tensor quantized along dimension 0")
-    if node.target in CONVS and conv_arguments(node) is None:
+    conv = conv_arguments(node) if node.target in CONVS else None
+    if node.target in CONVS and conv is None:
         return Miss(f"{node.name!r}: its stride, padding, dilation or groups are not constants")
     tail = node.name
     post = sole_user(program, node.name)
     facts: dict[str, Any] = {"attr": "none", "scalars": (), "algorithm": ""}
+    if conv is not None:
+        facts.update(stride=tuple(conv[0]), padding=tuple(conv[1]), dilation=tuple(conv[2]), groups=conv[3])
     fusable = LINEAR_POST_OPS if node.target in LINEARS else CONV_POST_OPS
     if post is not None and post.op == "call_function" and post.target in POST_OPS and POST_OPS[post.target][0] in fusable and post.args[0] == Ref(node.name):
         attr, scalars, algorithm = POST_OPS[post.target]
@@ -132,8 +135,8 @@ def rewrite(program: ProgramView, found: Match) -> list[Edit]:
         )
         kernel_target: Any = torch.ops.onednn.qlinear_pointwise.default
     else:
-        stride_list, padding_list, dilation_list, groups = conv_arguments(op)  # type: ignore[misc]
-        stride, padding, dilation = (ListArg(tuple(value)) for value in (stride_list, padding_list, dilation_list))
+        stride, padding, dilation = (ListArg(facts[key]) for key in ("stride", "padding", "dilation"))
+        groups = facts["groups"]
         prepack = Node(packed_name, "call_function", torch.ops.onednn.qconv_prepack, (w, w_scales, x_scale, x_zero_point, stride, padding, dilation, groups, x_shape))
         kernel_args = (
             q_x, x_scale, x_zero_point, Ref(packed_name), w_scales, w_zero_points, bias, stride, padding, dilation, groups,
