@@ -168,3 +168,47 @@ def test_fqlower_itself_never_imports_torchao():
 
 def test_bad_input_is_an_fqlower_error():
     assert issubclass(UnsupportedInput, FqlowerError)
+
+
+CLI_MODEL = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+"""
+
+
+def test_the_command_line_lowers_replays_explains_and_validates_a_pt2e_model(tmp_path, capsys):
+    from fqlower.cli import main
+
+    (tmp_path / "net.py").write_text(CLI_MODEL)
+    reference, log = tmp_path / "net.pt2", tmp_path / "log.jsonl"
+    lowered = ["lower", "--model", f"{tmp_path / 'net.py'}:Net", "--pt2e", "--input-shape", "2,3,8,8"]
+    assert main([*lowered, "--save-reference", str(reference), "--log", str(log), "--validate"]) == 0
+    out = capsys.readouterr()
+    assert "lower-pt2e-weighted" in out.out and "validated as lowered: 6 validated, 0 refuted" in out.out
+    assert "Failed to load" not in out.out + out.err  # torchao's loader noise stays out
+    assert main(["replay", str(reference), str(log)]) == 0
+    assert "every fingerprint matches" in capsys.readouterr().out
+    assert main(["explain", str(reference)]) == 0
+    assert "coverage: 2 of 2 weighted ops" in capsys.readouterr().out
+    assert main(["validate", str(reference)]) == 0
+    assert "lower-pt2e-weighted/conv-linear-pointwise" in capsys.readouterr().out
+    from fqlower.cli.output import EXIT_USAGE
+
+    assert main([*lowered, "--qconfig", "fbgemm"]) == EXIT_USAGE
+    assert main(["lower", str(reference), "--pt2e"]) == EXIT_USAGE
+
+
+def test_lower_detects_a_pt2e_graph():
+    converted, inputs = convert("mlp_relu")
+    assert fqlower.lower(converted).log.dumps() == lower_pt2e(converted).log.dumps()
+    assert fqlower.pipeline_for(converted).name == pt2e_pipeline().name

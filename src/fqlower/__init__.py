@@ -62,7 +62,7 @@ from fqlower.engine.pipeline import (
 
 from fqlower.passes import default_pipeline
 from fqlower.validation import Validation, Verdict, validate
-from fqlower.pt2e import lower_pt2e, pt2e_pipeline
+from fqlower.pt2e import lower_pt2e, pipeline_for, pt2e_pipeline
 
 __all__ = [
     "__version__",
@@ -79,6 +79,7 @@ __all__ = [
     "lower_to_native_backend",
     "lower_pt2e",
     "pt2e_pipeline",
+    "pipeline_for",
     "replay",
     "validate",
     "Validation",

@@ -57,10 +57,11 @@ def lower(
     (fqlower.validation), on the values the nodes have when `model` runs on
     `example_inputs` and on `samples` draws from `seed`: a refuted rewrite is not
     applied, and a `Skip` naming the native op, the error, the bound and the input
-    takes its place in the log."""
-    from fqlower.passes import default_pipeline
+    takes its place in the log. Without `pipeline`, a PT2E graph (what torchao's
+    convert_pt2e returns) gets the PT2E passes (fqlower.pt2e), any other torch's."""
+    from fqlower.pt2e import pipeline_for
 
-    pipeline = pipeline if pipeline is not None else default_pipeline()
+    pipeline = pipeline if pipeline is not None else pipeline_for(model)
     with gc_paused():
         program = from_fx(model, qconfig_map, node_name_to_scope)
         check_input(program)

@@ -13,6 +13,7 @@ from typing import Any
 from fqlower.cli.files import _load_reference, _read_log, _writing, save_module, save_reference
 from fqlower.cli.inputs import _inputs, _reference_from_float
 from fqlower.cli.lowering import _lower, _lowering_from, _print_summary, _write_outputs
+from fqlower.cli.pt2e import pt2e_demo
 from fqlower.cli.output import EXIT_FAILED, EXIT_OK, _failure, _progress
 
 def _demo(args: argparse.Namespace) -> int:
@@ -62,6 +63,7 @@ def _demo(args: argparse.Namespace) -> int:
     (out / "program.txt").write_text(fqlower.format_program(lowering.program) + "\n")
     print(f"\nsaved to {out.resolve()}/: lowered.pt, changes.jsonl ({len(lowering.log.entries)} entries), program.txt")
     ok = not differences and not mutated
+    ok = pt2e_demo() and ok
     print("OK" if ok else "MISMATCH")
     return EXIT_OK if ok else EXIT_FAILED
 
@@ -71,6 +73,8 @@ def _lower_command(args: argparse.Namespace) -> int:
     if bool(args.reference) == bool(args.model):
         parser.error("give either REFERENCE (a saved reference model) or --model PATH.py[:NAME]")
     if args.model:
+        if args.pt2e and args.qconfig:
+            parser.error("--pt2e quantizes with torchao's X86InductorQuantizer: it takes no --qconfig")
         if not (args.input_shape or args.inputs):
             parser.error("--model needs example inputs: --input-shape 1,3,32,32 (repeat for more inputs) or --inputs FILE")
         reference = _reference_from_float(args)
@@ -78,7 +82,7 @@ def _lower_command(args: argparse.Namespace) -> int:
             maps = save_reference(reference, Path(args.save_reference))
             print(f"wrote {args.save_reference} (reference model) and {maps} (its maps and example inputs)")
     else:
-        for flag, value in (("--qconfig", args.qconfig), ("--input-shape", args.input_shape), ("--inputs", args.inputs), ("--save-reference", args.save_reference)):
+        for flag, value in (("--qconfig", args.qconfig), ("--pt2e", args.pt2e), ("--input-shape", args.input_shape), ("--inputs", args.inputs), ("--save-reference", args.save_reference)):
             if value:
                 parser.error(f"{flag} goes with --model, not with a saved REFERENCE")
         reference = _load_reference(args)

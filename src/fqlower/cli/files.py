@@ -159,8 +159,22 @@ def _portable_qconfig(qconfig: Any) -> Any:
 
 
 def save_reference(reference: Any, path: Path) -> Path:
-    """Write a `fqlower.reference.ReferenceModel` as REF.pt plus REF.maps.pt; returns the maps path."""
+    """Write a `fqlower.reference.ReferenceModel` as REF.pt plus REF.maps.pt; returns the maps
+    path. A PT2E model (which does not pickle) is saved with torch.export.save, re-exported
+    on its example inputs: name the file REF.pt2."""
     import torch
+
+    from fqlower.pt2e import is_pt2e
+
+    if is_pt2e(reference.module):
+        if path.suffix != ".pt2":
+            raise _failure(f"a PT2E model is saved with torch.export.save: name the file {path.with_suffix('.pt2')}")
+        with _writing(path, "reference model"):
+            torch.export.save(torch.export.export(reference.module, tuple(reference.example_inputs)), str(path))
+        target = maps_path(path)
+        with _writing(target, "maps file"):
+            torch.save({"qconfig_map": None, "node_name_to_scope": None, "example_inputs": tuple(reference.example_inputs)}, target)
+        return target
 
     module = copy.deepcopy(reference.module)
     for submodule in module.modules():
@@ -179,6 +193,16 @@ def save_reference(reference: Any, path: Path) -> Path:
     return target
 
 
+def _read_exported(path: Path) -> Any:
+    """The module of an ExportedProgram saved with torch.export.save (a PT2E model)."""
+    import torch
+
+    try:
+        return torch.export.load(str(path)).module()
+    except Exception as error:
+        raise _failure(f"cannot read exported program {path}: {type(error).__name__}: {error}") from None
+
+
 class _Reference:
     """A reference model loaded from files: module, maps and example inputs (if saved)."""
 
@@ -193,7 +217,7 @@ def _load_reference(args: argparse.Namespace) -> _Reference:
     import torch.fx
 
     path = Path(args.reference)
-    module = _read_torch(path, "reference model")
+    module = _read_exported(path) if path.suffix == ".pt2" else _read_torch(path, "reference model")
     if not isinstance(module, torch.fx.GraphModule):
         raise _failure(f"{path} holds a {type(module).__name__}, not a torch.fx.GraphModule (a quantized reference model)")
     given = getattr(args, "maps", None)

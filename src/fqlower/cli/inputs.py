@@ -118,6 +118,8 @@ def _reference_from_float(args: argparse.Namespace) -> Any:
 
     model = _load_float_model(args.model)
     inputs = cast(tuple[Any, ...], _inputs(args))  # main() refuses --model without inputs
+    if getattr(args, "pt2e", False):
+        return _pt2e_reference(args, model, inputs)
     recipe = args.qconfig or "fbgemm"
     mapping, backend_config = _qconfig_recipe(recipe)
     _progress(args, f"quantizing {args.model} ({recipe}): prepare, calibrate on {_describe_inputs(inputs)}, convert to reference")
@@ -128,6 +130,24 @@ def _reference_from_float(args: argparse.Namespace) -> Any:
         raise _failure(f"quantizing {args.model} with {recipe} failed: {_one_line(error)}") from None
     _progress(args, f"  reference model: {len(reference.module.graph.nodes)} nodes ({time.perf_counter() - started:.2f} s)")
     return reference
+
+
+def _pt2e_reference(args: argparse.Namespace, model: Any, inputs: tuple[Any, ...]) -> Any:
+    """--model quantized with PT2E: convert_pt2e's model, as a reference without maps."""
+    from fqlower.cli.files import _Reference
+    import torch
+
+    from fqlower.cli.pt2e import pt2e_converted
+
+    _progress(args, f"quantizing {args.model} with PT2E (torch.export, X86InductorQuantizer): calibrate on {_describe_inputs(inputs)}, convert_pt2e")
+    try:
+        converted = pt2e_converted(model, inputs)
+        # exported once more, as --save-reference writes it (a PT2E model does not pickle):
+        # the change log then fits the saved file too
+        module = torch.export.export(converted, inputs).module()
+    except Exception as error:
+        raise _failure(f"quantizing {args.model} with PT2E failed: {_one_line(error)}") from None
+    return _Reference(module, None, None, inputs)
 
 
 def _describe_inputs(inputs: Sequence[Any]) -> str:

@@ -26,8 +26,11 @@ class _Announced:
 def _lower(args: argparse.Namespace, reference: Any) -> Any:
     import fqlower
     from fqlower.engine.pipeline import Pipeline
+    from fqlower.pt2e import is_pt2e
 
-    pipeline = fqlower.default_pipeline()
+    pipeline = fqlower.pipeline_for(reference.module)  # PT2E passes for what convert_pt2e returns
+    if is_pt2e(reference.module):
+        _progress(args, "a PT2E reference graph (quantized_decomposed ops): lowering to onednn int8 kernels")
     nodes = len(reference.module.graph.nodes)
     _progress(args, f"lowering {nodes} nodes through {len(pipeline.names)} passes")
     if nodes >= LARGE_MODEL_NODES:

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _reference_arguments(lower, required=False)
     lower.add_argument("--model", metavar="PATH.py[:NAME]", help="a Python file defining a module class or a model() factory")
     lower.add_argument("--qconfig", choices=QCONFIGS, help="quantization recipe for --model (default: fbgemm)")
+    lower.add_argument("--pt2e", action="store_true", help="quantize --model with PT2E (torch.export, torchao's X86InductorQuantizer) and lower to onednn int8 kernels")
     _input_arguments(lower, "for --model, e.g. 1,3,32,32")
     lower.add_argument("--save-reference", metavar="REF.pt", help="also write --model's reference model to REF.pt and its maps to REF.maps.pt")
     lower.add_argument("-o", "--output", metavar="OUT.pt", help="write the lowered module (torch.save; torch.load(..., weights_only=False) reads it)")

@@ -13,7 +13,9 @@ from fqlower.errors import ChangeLogError
 from fqlower.ir import Build, Node, Original, Program, format_target, refs_in
 from fqlower.names import qualified_name, resolve
 from fqlower.patterns import WEIGHT_PREPACK_OPS
-from fqlower.explain.records import DEQUANTIZE, _QUANTIZERS
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
+
+from fqlower.explain.records import DEQUANTIZE, QUANTIZE, _QUANTIZERS
 
 _WEIGHTED_MODULES: tuple[type, ...] = (
     nn.Linear,
@@ -35,6 +37,13 @@ def is_weighted_module(module: nn.Module) -> bool:
     return False
 
 
+# a PT2E graph's quantize/dequantize (fqlower.pt2e): the same kinds
+_DECOMPOSED_KINDS = {
+    torch.ops.quantized_decomposed.quantize_per_tensor.default: QUANTIZE,
+    torch.ops.quantized_decomposed.dequantize_per_tensor.default: DEQUANTIZE,
+}
+
+
 def leftover_kind(node: Node) -> str | None:
     """quantize_per_tensor / quantize_per_tensor_dynamic / dequantize, or None."""
     if node.op == "call_method" and node.target == "dequantize":
@@ -43,6 +52,7 @@ def leftover_kind(node: Node) -> str | None:
         for quantizer, kind in _QUANTIZERS.items():
             if node.target is quantizer:
                 return kind
+        return _DECOMPOSED_KINDS.get(node.target)
     return None
 
 
@@ -82,11 +92,14 @@ def _is_native_class(cls: type | None) -> bool:
     return module.startswith(_NATIVE_MODULE_PREFIXES) and not module.startswith("torch.ao.nn.quantized.reference")
 
 
+_NATIVE_NAMESPACES = ("quantized", "onednn")  # onednn's: the PT2E front end's kernels
+
+
 def _is_quantized_op(target: Any) -> bool:
     if isinstance(target, torch._ops.OpOverloadPacket):
-        return target._qualified_op_name.startswith("quantized::")
+        return target._qualified_op_name.split("::")[0] in _NATIVE_NAMESPACES and "prepack" not in target._qualified_op_name
     if isinstance(target, torch._ops.OpOverload):
-        return target.namespace == "quantized"
+        return target.namespace in _NATIVE_NAMESPACES and "prepack" not in target.name()
     return False
 
 

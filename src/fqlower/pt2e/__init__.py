@@ -19,7 +19,6 @@ import torch.fx
 from fqlower.api import Lowering, lower
 from fqlower.engine.pipeline import Pipeline
 from fqlower.errors import UnsupportedInput
-from fqlower.ir import from_fx
 from fqlower.passes.dead_code import ELIMINATE_DEAD_CODE
 from fqlower.passes.fold_weights import FOLD_WEIGHTS
 from fqlower.pt2e.patterns import is_pt2e
@@ -29,6 +28,13 @@ from fqlower.pt2e.weighted import LOWER_PT2E_WEIGHTED
 def pt2e_pipeline() -> Pipeline:
     """The PT2E passes, in order."""
     return Pipeline("lower-pt2e-to-onednn", (LOWER_PT2E_WEIGHTED, ELIMINATE_DEAD_CODE, FOLD_WEIGHTS, ELIMINATE_DEAD_CODE))
+
+
+def pipeline_for(model: torch.fx.GraphModule) -> Pipeline:
+    """The passes for `model`: the PT2E ones for what convert_pt2e returns, else torch's."""
+    from fqlower.passes import default_pipeline
+
+    return pt2e_pipeline() if is_pt2e(model) else default_pipeline()
 
 
 def lower_pt2e(
@@ -42,7 +48,7 @@ def lower_pt2e(
     re-exported, so `example_inputs` are needed only to validate (`validate=True`)."""
     if not isinstance(model, torch.fx.GraphModule):
         raise UnsupportedInput(f"lower_pt2e expects the GraphModule convert_pt2e returns, got {type(model).__name__}")
-    if not is_pt2e(from_fx(model)):
+    if not is_pt2e(model):
         raise UnsupportedInput(
             "not a PT2E reference graph: it calls no quantized_decomposed quantize/dequantize op "
             "(lower_pt2e takes what torchao's convert_pt2e returns; FX graph mode models go to fqlower.lower)"
@@ -50,4 +56,4 @@ def lower_pt2e(
     return lower(model, pipeline=pipeline if pipeline is not None else pt2e_pipeline(), validate=validate, example_inputs=example_inputs)
 
 
-__all__ = ["lower_pt2e", "pt2e_pipeline"]
+__all__ = ["is_pt2e", "lower_pt2e", "pipeline_for", "pt2e_pipeline"]

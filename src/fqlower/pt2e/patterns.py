@@ -18,9 +18,11 @@ DEQUANTIZE_PER_CHANNEL = decomposed.dequantize_per_channel.default
 PT2E_OPS = frozenset({QUANTIZE, DEQUANTIZE, DEQUANTIZE_PER_CHANNEL, decomposed.quantize_per_channel.default})
 
 
-def is_pt2e(program: Program) -> bool:
-    """A PT2E reference graph: it calls quantized_decomposed quantize/dequantize ops."""
-    return any(node.op == "call_function" and node.target in PT2E_OPS for node in program.graph.nodes.values())
+def is_pt2e(graph: Any) -> bool:
+    """A PT2E reference graph (an fqlower Program or a torch.fx GraphModule): it calls
+    quantized_decomposed quantize/dequantize ops."""
+    nodes = graph.graph.nodes.values() if isinstance(graph, Program) else graph.graph.nodes
+    return any(node.op == "call_function" and node.target in PT2E_OPS for node in nodes)
 
 
 def _uint8_qparams(node: Node, target: Any) -> tuple[float, int] | None:
