@@ -73,11 +73,25 @@ def test_equal_to_torchao_or_closer_to_the_converted_model(case):
     assert close or no_further, name
 
 
-def test_at_least_as_many_int8_ops_as_torchao(case):
+def native_ops(module: torch.fx.GraphModule) -> list[str]:
+    return [str(node.target) for node in module.graph.nodes if node.op == "call_function" and str(node.target).startswith(INT8_NAMESPACES)]
+
+
+def test_at_least_as_many_int8_ops_as_torchao_and_the_same_ones(case):
+    """Op for op where torchao lowers (its binary conv for a residual add included)."""
     name, converted, inputs = case
-    ours, theirs = int8_ops(lower_pt2e(converted).module), int8_ops(torchao_lowering(copy.deepcopy(converted), inputs))
+    ours_module, theirs_module = lower_pt2e(converted).module, torchao_lowering(copy.deepcopy(converted), inputs)
+    ours, theirs = int8_ops(ours_module), int8_ops(theirs_module)
     assert ours == theirs + BEYOND_TORCHAO.get(name, 0), (ours, theirs)
     assert ours > 0
+    if name not in BEYOND_TORCHAO:
+        assert native_ops(ours_module) == native_ops(theirs_module)
+
+
+def test_a_residual_add_runs_in_the_binary_conv():
+    converted, _ = convert("residual_add_relu")
+    binary = [node for node in lower_pt2e(converted).module.graph.nodes if node.target == torch.ops.onednn.qconv2d_pointwise.binary]
+    assert len(binary) == 1 and binary[0].args[17:20] == ("sum", 1.0, "relu")
 
 
 def test_weights_are_packed_once_into_attributes(case):

@@ -12,6 +12,15 @@
                                      dilation, groups, os, oz, uint8, "relu", [], "")
 
 (for a linear: onednn.qlinear_prepack(<int8 weight>, x_shape) and onednn.qlinear_pointwise).
+A 2-d conv whose only user adds a dequantized residual (then maybe a relu) becomes
+onednn's binary conv, as torchao's lowering makes it: the sum accumulates into that
+dequantized tensor, the output is float32 and the quantize after it stays:
+
+    %y = aten.conv2d(%dq, %w, ...);  %s = aten.add(%y, %dq_other);  %r = aten.relu(%s)
+        becomes
+    %r = onednn.qconv2d_pointwise.binary(%q, xs, xz, %packed, <ws>, <wz>, %dq_other, <bias>, ...,
+                                         1.0, 0, float32, 1.0, 0, "sum", 1.0, "relu", [], "")
+
 Without the final quantize the kernel writes float32 (output scale 1.0, zero point 0), as
 torchao's does. Weight folding (fqlower.passes.fold_weights) then packs the weight once
 into an attribute. A linear on an input of more than two dimensions (a token sequence)
@@ -95,10 +104,33 @@ def match(program: ProgramView, node: Node) -> Match | Miss | None:
         attr, scalars, algorithm = POST_OPS[post.target]
         facts.update(attr=attr, scalars=tuple(scalars(post)), algorithm=_gelu_algorithm(post) if attr == "gelu" else algorithm)
         tail = post.name
+    accum = _residual(program, node, post) if node.target == aten.conv2d.default and tail == node.name else None
+    if accum is not None:  # conv + add (+ relu): onednn's binary conv, float out, as torchao's
+        add, accum_name = accum
+        after_add = sole_user(program, add.name)
+        unary = after_add is not None and after_add.op == "call_function" and after_add.target in (aten.relu.default, aten.relu_.default)
+        facts.update(binary=accum_name, unary="relu" if unary else "none")
+        last = after_add.name if unary and after_add is not None else add.name
+        roles = bindings(dq_x=dq_x.name if dq_x is not None else None, dq_w=dq_w.name, op=node.name, add=add.name, post=last if last != add.name else None)
+        return Match(node.name, roles, FrozenDict(facts))
     quantize = sole_user(program, tail)
     output = quantize.name if quantize is not None and is_quantize_uint8(quantize) and quantize.args[0] == Ref(tail) else None
     roles = bindings(dq_x=dq_x.name if dq_x is not None else None, dq_w=dq_w.name, op=node.name, post=tail if tail != node.name else None, output=output)
     return Match(node.name, roles, FrozenDict(facts))
+
+
+def _residual(program: ProgramView, conv: Node, user: Node | None) -> tuple[Node, str] | None:
+    """(the add, the dequantize it adds) where `conv`'s only user adds it to a uint8
+    dequantize read by nothing else (onednn's sum post-op accumulates into that tensor)."""
+    if user is None or user.op != "call_function" or user.target != aten.add.Tensor or len(user.args) != 2 or user.kwargs:
+        return None
+    others = [arg for arg in user.args if arg != Ref(conv.name)]
+    if len(others) != 1 or not isinstance(others[0], Ref):
+        return None
+    other = program.node(others[0].name)
+    if isinstance(activation_qparams(program, other), Miss) or program.users(other.name) != (user.name,):
+        return None
+    return user, other.name
 
 
 def _gelu_algorithm(node: Node) -> str:
@@ -143,13 +175,19 @@ def rewrite(program: ProgramView, found: Match) -> list[Edit]:
             out_scale, out_zero_point, out_dtype, facts["attr"], post_args, facts["algorithm"],
         )
         kernel_target = torch.ops.onednn.qconv_pointwise.default
-    last = output or roles.get("post") or op.name
+    if "binary" in facts:
+        kernel_target = torch.ops.onednn.qconv2d_pointwise.binary
+        kernel_args = (
+            *kernel_args[:6], Ref(facts["binary"]), *kernel_args[6:11],
+            1.0, 0, torch.float32, 1.0, 0, "sum", 1.0, facts["unary"], ListArg(()), "",
+        )
+    last = output or roles.get("post") or roles.get("add") or op.name
     edits: list[Edit] = [
         AddNode(prepack, before=op.name),
         AddNode(Node(kernel_name, "call_function", kernel_target, kernel_args), after=last),
         ReplaceUses(last, kernel_name),
     ]
-    for name in (output, roles.get("post"), op.name):
+    for name in (output, roles.get("post"), roles.get("add"), op.name):
         if name is not None:
             edits.append(RemoveNode(name))
     for name in (dq_w.name, dq_x.name):

@@ -14,6 +14,7 @@ the reader's references into the site, position by position, before and after.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -56,8 +57,17 @@ class Fragment:
         """The program nodes it computes, in order."""
         return tuple(step.name for step in self.steps)
 
+    @functools.cached_property
+    def mutates(self) -> bool:
+        """Whether a step may write into a tensor it reads (onednn's binary conv
+        accumulates into its `qaccum`; `relu_`): then each run gets copies of its inputs."""
+        return any(_mutating(step) for step in self.steps)
+
     def run(self, inputs: tuple[Any, ...], record: dict[str, Any] | None = None) -> tuple[Any, ...]:
-        """The outputs on `inputs`; with `record`, every computed node's value into it."""
+        """The outputs on `inputs`; with `record`, every computed node's value into it.
+        `inputs` are left as they were."""
+        if self.mutates:
+            inputs = tuple(value.clone() if isinstance(value, torch.Tensor) else value for value in inputs)
         env: dict[str, Any] = dict(zip(self.inputs, inputs))
         objects = self.objects
         for step in self.steps:
@@ -243,6 +253,20 @@ def _fragment(program: Program, names: set[str], inputs: list[str], outputs: lis
             continue  # placeholder or output: never part of a site's computation
         steps.append(Step(name, node.op, node.target, node.args, node.kwargs))
     return Fragment(tuple(steps), objects, tuple(inputs), tuple(outputs))
+
+
+def _mutating(step: Step) -> bool:
+    if step.op == "call_method":
+        return str(step.target).endswith("_")
+    if step.op != "call_function":
+        return False
+    schema = getattr(step.target, "_schema", None)
+    if schema is not None:
+        return bool(schema.is_mutable)
+    overloads = getattr(step.target, "overloads", None)
+    if callable(overloads):  # an OpOverloadPacket: any of its overloads
+        return any(getattr(step.target, name)._schema.is_mutable for name in overloads())
+    return getattr(step.target, "__name__", "").endswith("_")
 
 
 def _runnable(value: Any, name: str) -> Any:

@@ -44,17 +44,36 @@ def draw(value: Any, sample: int, generator: torch.Generator, ceiling: int | Non
     if sample == 0 or not isinstance(value, torch.Tensor):
         return value
     if value.is_quantized and value.qscheme() == torch.per_tensor_affine:
-        info = torch.iinfo(value.int_repr().dtype)
-        top = min(info.max, ceiling) if ceiling is not None and value.dtype == torch.quint8 else info.max
-        if sample == 2:
-            codes = torch.where(torch.rand(value.shape, generator=generator) < 0.5, info.min, top)
-        else:
-            codes = torch.randint(info.min, top + 1, value.shape, generator=generator)
-        return torch._make_per_tensor_quantized_tensor(codes.to(value.int_repr().dtype), value.q_scale(), value.q_zero_point())
+        codes = _codes(value.int_repr(), sample, generator, ceiling if value.dtype == torch.quint8 else None)
+        return torch._make_per_tensor_quantized_tensor(codes, value.q_scale(), value.q_zero_point())
+    if value.dtype == torch.uint8:  # a PT2E activation: uint8 codes, its qparams in the graph
+        return _codes(value, sample, generator, ceiling)
     if value.is_floating_point() and value.numel() > 1:
         spread = float(value.std()) or 1.0
-        return (torch.randn(value.shape, generator=generator) * spread + float(value.mean())).to(value.dtype)
+        return _laid_out_like((torch.randn(value.shape, generator=generator) * spread + float(value.mean())).to(value.dtype), value)
     return value
+
+
+def _codes(codes: torch.Tensor, sample: int, generator: torch.Generator, ceiling: int | None) -> torch.Tensor:
+    """New integer codes shaped and laid out like `codes`: over the dtype's range, up to
+    `ceiling` (sample 1 and 3 on), or at its two ends (sample 2)."""
+    info = torch.iinfo(codes.dtype)
+    top = min(info.max, ceiling) if ceiling is not None else info.max
+    if sample == 2:
+        drawn = torch.where(torch.rand(codes.shape, generator=generator) < 0.5, info.min, top)
+    else:
+        drawn = torch.randint(info.min, top + 1, codes.shape, generator=generator)
+    return _laid_out_like(drawn.to(codes.dtype), codes)
+
+
+def _laid_out_like(tensor: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """`tensor` in `value`'s memory format (a kernel may take only the layout it writes:
+    onednn's binary conv, a channels-last accumulator)."""
+    if tensor.stride() == value.stride():
+        return tensor
+    laid_out = torch.empty_like(value)
+    laid_out.copy_(tensor)
+    return laid_out
 
 
 def difference(before: Any, after: Any) -> tuple[float, float] | None:

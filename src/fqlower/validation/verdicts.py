@@ -16,6 +16,9 @@ import torch
 import torch.fx
 
 from fqlower.ir import Build, Program
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
+
+from fqlower.emit.to_fx import fx_arg
 from fqlower.engine.edits import RemoveNode
 from fqlower.log import Change
 from fqlower.validation.fragments import Readers, Sides, UnbuildableProduct, sides
@@ -136,5 +139,34 @@ def check(
             worst_error, worst_bound = max(worst_error, distance), max(worst_bound, bound)
         if computed is not None:
             values.update(computed)
+            _refresh_dequantizes(after, computed, values)
     reason = "" if pair.before.outputs else NOTHING_READS
     return Verdict(change, VALIDATED, reason, worst_error, worst_bound)
+
+
+def _refresh_dequantizes(program: Program, computed: dict[str, Any], values: dict[str, Any]) -> None:
+    """Recompute the dequantizes that read what a change just produced. Later changes
+    start at them, and their values from the reference run are stale: a step away, and
+    in another memory format (an onednn conv writes channels-last, and its binary form
+    takes only an accumulator laid out as it writes)."""
+    for name in computed:
+        for reader in program.users(name) if name in program else ():
+            node = program.node(reader)
+            if reader in computed or not _is_dequantize(node):
+                continue
+            try:
+                with torch.no_grad():
+                    args, kwargs = fx_arg(node.args, values), fx_arg(node.kwargs, values)
+                    values[reader] = getattr(args[0], "dequantize")() if node.op == "call_method" else node.target(*args, **kwargs)
+            except Exception:  # a value that does not take it: keep the reference run's
+                continue
+
+
+def _is_dequantize(node: Any) -> bool:
+    if node.op == "call_method":
+        return bool(node.target == "dequantize")
+    return node.op == "call_function" and node.target in DEQUANTIZES
+
+
+DEQUANTIZES = frozenset({torch.ops.quantized_decomposed.dequantize_per_tensor.default})
+
