@@ -59,7 +59,7 @@ def lower(
     applied, and a `Skip` naming the native op, the error, the bound and the input
     takes its place in the log. Without `pipeline`, a PT2E graph (what torchao's
     convert_pt2e returns) gets the PT2E passes (fqlower.pt2e), any other torch's."""
-    from fqlower.pt2e import pipeline_for
+    from fqlower.pt2e.pipeline import pipeline_for
 
     pipeline = pipeline if pipeline is not None else pipeline_for(model)
     with gc_paused():

@@ -12,29 +12,17 @@ registers the quantized_decomposed and onednn ops these graphs and kernels use.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch.fx
 
-from fqlower.api import Lowering, lower
 from fqlower.engine.pipeline import Pipeline
 from fqlower.errors import UnsupportedInput
-from fqlower.passes.dead_code import ELIMINATE_DEAD_CODE
-from fqlower.passes.fold_weights import FOLD_WEIGHTS
 from fqlower.pt2e.patterns import is_pt2e
-from fqlower.pt2e.weighted import LOWER_PT2E_WEIGHTED
+from fqlower.pt2e.pipeline import pipeline_for, pt2e_pipeline
 
-
-def pt2e_pipeline() -> Pipeline:
-    """The PT2E passes, in order."""
-    return Pipeline("lower-pt2e-to-onednn", (LOWER_PT2E_WEIGHTED, ELIMINATE_DEAD_CODE, FOLD_WEIGHTS, ELIMINATE_DEAD_CODE))
-
-
-def pipeline_for(model: torch.fx.GraphModule) -> Pipeline:
-    """The passes for `model`: the PT2E ones for what convert_pt2e returns, else torch's."""
-    from fqlower.passes import default_pipeline
-
-    return pt2e_pipeline() if is_pt2e(model) else default_pipeline()
+if TYPE_CHECKING:
+    from fqlower.api import Lowering
 
 
 def lower_pt2e(
@@ -46,6 +34,8 @@ def lower_pt2e(
 ) -> Lowering:
     """Lower what `convert_pt2e` returned. `model` is read, never changed; it is not
     re-exported, so `example_inputs` are needed only to validate (`validate=True`)."""
+    from fqlower.api import lower
+
     if not isinstance(model, torch.fx.GraphModule):
         raise UnsupportedInput(f"lower_pt2e expects the GraphModule convert_pt2e returns, got {type(model).__name__}")
     if not is_pt2e(model):

@@ -55,7 +55,7 @@ def validate(
     """Lower `model` (with `pipeline`, or take the changes of `log`) and check every change."""
     program = from_fx(model, qconfig_map, node_name_to_scope)
     if log is None:
-        from fqlower.pt2e import pipeline_for  # the passes import the engine, not this
+        from fqlower.pt2e.pipeline import pipeline_for  # the passes import the engine, not this
 
         log = (pipeline if pipeline is not None else pipeline_for(model)).run_logged(program)[1]
     validator = Validator.of(model, program, example_inputs, samples, seed, pipeline)
