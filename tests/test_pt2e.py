@@ -127,8 +127,9 @@ def test_an_fx_graph_mode_model_is_refused_with_a_clear_error():
     reference = reference_model(
         torch.nn.Sequential(torch.nn.Linear(4, 4)).eval(), (torch.randn(2, 4),), torch.ao.quantization.get_default_qconfig_mapping("x86")
     )
-    with pytest.raises(UnsupportedInput, match="not a PT2E reference graph"):
+    with pytest.raises(UnsupportedInput, match="not a PT2E reference graph") as raised:
         lower_pt2e(reference.module)
+    assert raised.value.node is not None and raised.value.node.startswith("quantize_per_tensor")
     with pytest.raises(UnsupportedInput, match="expects the GraphModule"):
         lower_pt2e(torch.nn.Linear(2, 2))  # type: ignore[arg-type]  # a plain module, on purpose
 
@@ -162,6 +163,12 @@ def test_symmetric_int8_activations_stay_float_with_a_reason():
     (skip,) = [skip for skip in lowering.log.skips if skip.pass_name == "lower-pt2e-weighted"]
     assert "uint8 activations" in skip.reason and skip.node == "conv2d_default"
     assert torch.equal(run(lowering.module, inputs), run(model, inputs))
+
+
+def test_a_graph_the_quantizer_left_float_lowers_to_itself():
+    exported = torch.export.export(torch.nn.ReLU(), (torch.randn(2, 4),)).module()
+    lowering = lower_pt2e(exported)
+    assert lowering.log.changes == () and lowering.log.header.input == lowering.log.header.output
 
 
 def test_the_pipeline_is_a_value_like_the_fx_one():
