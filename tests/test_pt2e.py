@@ -233,3 +233,33 @@ def test_lower_detects_a_pt2e_graph():
     converted, inputs = convert("mlp_relu")
     assert fqlower.lower(converted).log.dumps() == lower_pt2e(converted).log.dumps()
     assert fqlower.pipeline_for(converted).name == pt2e_pipeline().name
+
+
+def test_diff_and_bisect_work_on_a_pt2e_lowering():
+    """The debugging tools are front-end blind: a diff names the kernels a lowering
+    added, and bisect finds the one change a wrong user rule makes (the binary conv's
+    input zero point off by 10)."""
+    from fqlower.bisect import bisect
+
+    converted, inputs = convert("residual_add")
+    lowering = lower_pt2e(converted)
+    start = fqlower.from_fx(converted)
+    changes = fqlower.node_changes(start, lowering.program)
+    assert [name for name in changes.added if name.endswith("_int8")] and "onednn.qconv2d_pointwise.binary" in fqlower.diff_text(start, lowering.program)
+
+    def match(program, node):
+        return fqlower.Match(node.name) if node.op == "call_function" and node.target == torch.ops.onednn.qconv2d_pointwise.binary else None
+
+    def rewrite(program, found):
+        node = program.node(found.anchor)
+        return [fqlower.SetArgs(node.name, (node.args[0], node.args[1], node.args[2] + 10, *node.args[3:]), node.kwargs)]
+
+    wrong = fqlower.Pipeline("wrong", (pt2e_pipeline(), fqlower.rule_pass("zero-point-off", match, rewrite)))
+    broken = lower_pt2e(converted, pipeline=wrong)
+    assert float((run(broken.module, inputs) - run(converted, inputs)).abs().max()) > 0.02
+    found = bisect(converted, broken.log, inputs, tolerance=0.01)
+    # the culprit, with the changes it builds on (it rewrites a kernel they made)
+    culprits = [change.pass_name for change in found.culprits]
+    assert culprits[-1] == "zero-point-off" and culprits.count("zero-point-off") == 1
+    refuted = lower_pt2e(converted, inputs, pipeline=wrong, validate=True).validation.refuted
+    assert [verdict.change.pass_name for verdict in refuted] == ["zero-point-off"]
