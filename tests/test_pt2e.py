@@ -100,6 +100,11 @@ def test_weights_are_packed_once_into_attributes(case):
     prepacks = [node for node in lowering.module.graph.nodes if node.op == "call_function" and "prepack" in str(node.target)]
     packed = [node for node in lowering.module.graph.nodes if node.op == "get_attr" and "_packed_weight_" in node.target]
     assert prepacks == [] and len(packed) == int8_ops(lowering.module)
+    # each prepack is given its input's static shape, as torchao's are (also behind a kernel
+    # fqlower added, whose quantize carried no export metadata)
+    specs = [value for value in lowering.program.constants.values() if isinstance(value, fqlower.Build) and "onednn" in value.factory]
+    shapes = [spec.args[-1] if "qconv" in spec.factory else spec.args[1] for spec in specs]
+    assert specs and all(shape is not None and all(type(size) is int for size in shape.items) for shape in shapes)
 
 
 def test_the_log_replays_and_validates(case):

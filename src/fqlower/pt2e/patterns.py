@@ -89,10 +89,14 @@ def sole_user(program: ProgramView, name: str) -> Node | None:
     return program.node(users[0]) if len(users) == 1 else None
 
 
+SHAPE = "fqlower_shape"  # node meta: the static shape of a kernel's value (fqlower.pt2e.weighted)
+
+
 def static_shape(node: Node) -> list[int] | None:
-    """The shape export recorded for `node`'s value, when every size is a plain int."""
+    """The shape export recorded for `node`'s value (or fqlower did, for a kernel it
+    added), when every size is a plain int."""
     value = node.meta.get("val")
-    shape = getattr(value, "shape", None)
+    shape = getattr(value, "shape", None) or node.meta.get(SHAPE)
     if shape is None or not all(isinstance(size, int) for size in shape):
         return None
     return list(shape)

@@ -38,6 +38,7 @@ from fqlower.engine.pipeline import Match, Miss, Rule, RulePass
 from fqlower.ir import FrozenDict, ListArg, Node, ProgramView, Ref
 from fqlower.passes.common import bindings, fresh_name
 from fqlower.pt2e.patterns import (
+    SHAPE,
     activation_qparams,
     conv_arguments,
     is_dequantize_per_channel,
@@ -119,6 +120,30 @@ def match(program: ProgramView, node: Node) -> Match | Miss | None:
     return Match(node.name, roles, FrozenDict(facts))
 
 
+def input_shape(program: ProgramView, dq: Node) -> list[int] | None:
+    """The static shape of the activation a dequantize gives back: from its own export
+    metadata, else from the float value its quantize read (convert_pt2e's q/dq nodes
+    carry none). The prepack takes it as a hint, as torchao's lowering gives it."""
+    node: Node | None = dq
+    for _ in range(3):  # dequantize <- quantize <- the float value
+        if node is None:
+            return None
+        shape = static_shape(node)
+        if shape is not None:
+            return shape
+        node = program.node(node.args[0].name) if node.args and isinstance(node.args[0], Ref) else None
+    return None
+
+
+def _shape_meta(replaced: Node, op: Node) -> FrozenDict:
+    """The shape of the value a kernel replaces, for the prepacks of the kernels that read
+    it: the replaced node's, or the op's (a post-op and a quantize keep its shape;
+    convert_pt2e's quantize nodes carry no export metadata). Kept under fqlower's own key:
+    export's `val` would also claim a dtype, and the kernel writes uint8."""
+    shape = static_shape(replaced) or static_shape(op)
+    return FrozenDict({SHAPE: tuple(shape)}) if shape is not None else FrozenDict()
+
+
 def _residual(program: ProgramView, conv: Node, user: Node | None) -> tuple[Node, str] | None:
     """(the add, the dequantize it adds) where `conv`'s only user adds it to a uint8
     dequantize read by nothing else (onednn's sum post-op accumulates into that tensor)."""
@@ -145,7 +170,7 @@ def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     q_x, x_scale, x_zero_point = dq_x.args[0], float(dq_x.args[1]), int(dq_x.args[2])
     w, w_scales, w_zero_points = dq_w.args[0], dq_w.args[1], dq_w.args[2]
     bias = op.args[2] if len(op.args) > 2 else op.kwargs.get("bias")
-    shape = static_shape(dq_x)
+    shape = input_shape(program, dq_x)
     x_shape = ListArg(tuple(shape)) if shape is not None else None
     output = roles.get("output")
     if output is not None:
@@ -184,7 +209,7 @@ def rewrite(program: ProgramView, found: Match) -> list[Edit]:
     last = output or roles.get("post") or roles.get("add") or op.name
     edits: list[Edit] = [
         AddNode(prepack, before=op.name),
-        AddNode(Node(kernel_name, "call_function", kernel_target, kernel_args), after=last),
+        AddNode(Node(kernel_name, "call_function", kernel_target, kernel_args, meta=_shape_meta(program.node(last), op)), after=last),
         ReplaceUses(last, kernel_name),
     ]
     for name in (output, roles.get("post"), roles.get("add"), op.name):
