@@ -172,6 +172,20 @@ def _packed_conv(program: Any, node: Any) -> tuple[str, Build] | None:
     return (source.target, spec) if isinstance(spec, Build) and spec.factory in PREPACKS else None
 
 
+def _module_or_packed_rewrite(factory: str, repacked: Any) -> Any:
+    """A rewrite that wraps a module's spec in this file's `factory`, or repacks a
+    functional op's packed weight with `repacked(prepack args)`."""
+
+    def rewrite(program: Any, found: Match) -> list[Any]:
+        node = program.node(found.anchor)
+        if node.op == "call_module":
+            return [SetModule(node.target, Build(f"{__name__}.{factory}", (program.modules[node.target],)))]
+        attr, spec = _packed_conv(program, node)  # type: ignore[misc]
+        return [SetConstant(attr, Build(spec.factory, repacked(spec.args), spec.kwargs))]
+
+    return rewrite
+
+
 def _stride_padding_swapped() -> Any:
     def match(program: Any, node: Any) -> Match | None:
         packed = _packed_conv(program, node)
@@ -183,15 +197,11 @@ def _stride_padding_swapped() -> Any:
             return Match(node.name)
         return None
 
-    def rewrite(program: Any, found: Match) -> list[Any]:
-        node = program.node(found.anchor)
-        if node.op == "call_module":
-            return [SetModule(node.target, Build(f"{__name__}.stride_padding_swapped", (program.modules[node.target],)))]
-        attr, spec = _packed_conv(program, node)  # type: ignore[misc]
-        weight, bias, stride, padding, *rest = spec.args
-        return [SetConstant(attr, Build(spec.factory, (weight, bias, padding, stride, *rest), spec.kwargs))]
+    def repacked(args: tuple[Any, ...]) -> tuple[Any, ...]:
+        weight, bias, stride, padding, *rest = args
+        return (weight, bias, padding, stride, *rest)
 
-    return rule_pass("stride-padding-swapped", match, rewrite)
+    return rule_pass("stride-padding-swapped", match, _module_or_packed_rewrite("stride_padding_swapped", repacked))
 
 
 def _bias_dropped() -> Any:
@@ -210,14 +220,7 @@ def _bias_dropped() -> Any:
             return Match(node.name)
         return None
 
-    def rewrite(program: Any, found: Match) -> list[Any]:
-        node = program.node(found.anchor)
-        if node.op == "call_module":
-            return [SetModule(node.target, Build(f"{__name__}.without_bias", (program.modules[node.target],)))]
-        attr, spec = _packed_conv(program, node)  # type: ignore[misc]
-        return [SetConstant(attr, Build(spec.factory, (spec.args[0], None, *spec.args[2:]), spec.kwargs))]
-
-    return rule_pass("bias-dropped", match, rewrite)
+    return rule_pass("bias-dropped", match, _module_or_packed_rewrite("without_bias", lambda args: (args[0], None, *args[2:])))
 
 
 WRONG_RULES = {

@@ -2,30 +2,19 @@
 
 Each model is exported, prepared with torchao's X86InductorQuantizer (its default static
 config), calibrated on its example inputs and converted: `convert(name)` returns what
-`convert_pt2e` returns, with the inputs. torchao is imported here, never by fqlower.
+`convert_pt2e` returns, with the inputs. torchao is imported by the command line's
+helpers (fqlower.cli.pt2e), never by fqlower's library.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def _quiet_import_torchao() -> Any:
-    """torchao prints loader noise on a CPU machine ("Failed to load ... .so"): keep it out."""
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
-        from torchao.quantization.pt2e.lowering import lower_pt2e_quantized_to_x86
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    return x86, prepare_pt2e, convert_pt2e, lower_pt2e_quantized_to_x86
+from fqlower.cli.pt2e import pt2e_converted, quiet, torchao_api
 
 
 class ConvBnRelu(nn.Module):
@@ -122,25 +111,16 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 
 
 def convert(name: str, seed: int = 0) -> tuple[torch.fx.GraphModule, tuple[torch.Tensor, ...]]:
-    """`convert_pt2e`'s model for MODELS[name], calibrated on its example inputs."""
-    x86, prepare_pt2e, convert_pt2e, _ = _quiet_import_torchao()
+    """`convert_pt2e`'s model for MODELS[name], calibrated on its example inputs (as the
+    command line makes one: fqlower.cli.pt2e)."""
     make, shape = MODELS[name]
     torch.manual_seed(seed)
-    model = make().eval()
     inputs = (torch.randn(*shape, generator=torch.Generator().manual_seed(seed)),)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        exported = torch.export.export(model, inputs).module()
-        quantizer = x86.X86InductorQuantizer()
-        quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
-        prepared = prepare_pt2e(exported, quantizer)
-        prepared(*inputs)
-        return convert_pt2e(prepared), inputs
+    return pt2e_converted(make(), inputs), inputs
 
 
 def torchao_lowering(model: torch.fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
     """torchao's own x86 lowering (it changes its input: give it a copy)."""
-    *_, lower = _quiet_import_torchao()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    lower = torchao_api()[3]
+    with quiet():
         return lower(model, inputs)

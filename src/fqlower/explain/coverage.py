@@ -14,6 +14,7 @@ from fqlower.errors import UnsupportedInput
 from fqlower.log.fingerprint import fingerprint
 from fqlower.ir import Node, Program, Ref, from_fx
 from fqlower.patterns import FUNCTIONAL_SIGNATURES
+from fqlower.pt2e.weighted import CONVS, LINEARS
 from fqlower.explain.kinds import _native_weighted, is_weighted_module
 from fqlower.explain.records import Coverage, WeightedOp
 
@@ -42,7 +43,7 @@ def weighted_ops(program: Program) -> list[tuple[Node, str, list[torch.Tensor]]]
             module = program.modules.get(node.target)
             if isinstance(module, nn.Module) and is_weighted_module(module):
                 found.append((node, type(module).__name__, list(module.parameters())))
-        elif node.op == "call_function" and node.target in PT2E_WEIGHTED and len(node.args) > 1:
+        elif node.op == "call_function" and (node.target in CONVS or node.target in LINEARS) and len(node.args) > 1:
             # a PT2E graph's aten conv/linear: weight (int8, through its dequantize) and bias
             tensors = [tensor for arg in node.args[1:3] for tensor in _weight_tensors(program, arg)]
             found.append((node, f"aten.{node.target.overloadpacket.__name__}", tensors))
@@ -51,9 +52,6 @@ def weighted_ops(program: Program) -> list[tuple[Node, str, list[torch.Tensor]]]
             tensors = [] if isinstance(params, str) else _weight_tensors(program, params["weight"]) + _weight_tensors(program, params["bias"])
             found.append((node, f"F.{node.target.__name__}", tensors))
     return found
-
-
-PT2E_WEIGHTED = frozenset({torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default, torch.ops.aten.linear.default})
 
 
 def _provenance(node: Node) -> tuple[str, ...]:

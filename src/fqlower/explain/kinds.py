@@ -13,8 +13,7 @@ from fqlower.errors import ChangeLogError
 from fqlower.ir import Build, Node, Original, Program, format_target, refs_in
 from fqlower.names import qualified_name, resolve
 from fqlower.patterns import WEIGHT_PREPACK_OPS
-import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
-
+from fqlower.pt2e import patterns as pt2e
 from fqlower.explain.records import DEQUANTIZE, QUANTIZE, _QUANTIZERS
 
 _WEIGHTED_MODULES: tuple[type, ...] = (
@@ -38,10 +37,7 @@ def is_weighted_module(module: nn.Module) -> bool:
 
 
 # a PT2E graph's quantize/dequantize (fqlower.pt2e): the same kinds
-_DECOMPOSED_KINDS = {
-    torch.ops.quantized_decomposed.quantize_per_tensor.default: QUANTIZE,
-    torch.ops.quantized_decomposed.dequantize_per_tensor.default: DEQUANTIZE,
-}
+_DECOMPOSED_KINDS = {pt2e.QUANTIZE: QUANTIZE, pt2e.DEQUANTIZE: DEQUANTIZE}
 
 
 def leftover_kind(node: Node) -> str | None:

@@ -59,6 +59,7 @@ SCRIPT = '''\
 # produced subgraph (after the change):
 {after_code}
 import io
+import sys
 
 import torch
 
@@ -70,7 +71,7 @@ with torch.no_grad():
 for name, old, new in zip({outputs!r}, expected, produced):
     old, new = (t.dequantize() if isinstance(t, torch.Tensor) and t.is_quantized else t for t in (old, new))
     error = float((old.float() - new.float()).abs().max()) if isinstance(old, torch.Tensor) else float(old != new)
-    print(f"%{{name}}: the produced subgraph is off by {{error:.4g}}")
+    sys.stdout.write(f"%{{name}}: the produced subgraph is off by {{error:.4g}}\\n")
 '''
 
 

@@ -16,11 +16,10 @@ import torch
 import torch.fx
 
 from fqlower.ir import Build, Program
-import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
-
 from fqlower.emit.to_fx import fx_arg
 from fqlower.engine.edits import RemoveNode
 from fqlower.log import Change
+from fqlower.pt2e.patterns import DEQUANTIZE
 from fqlower.validation.fragments import Readers, Sides, UnbuildableProduct, sides
 from fqlower.validation.samples import difference, draw
 
@@ -165,8 +164,5 @@ def _refresh_dequantizes(program: Program, computed: dict[str, Any], values: dic
 def _is_dequantize(node: Any) -> bool:
     if node.op == "call_method":
         return bool(node.target == "dequantize")
-    return node.op == "call_function" and node.target in DEQUANTIZES
-
-
-DEQUANTIZES = frozenset({torch.ops.quantized_decomposed.dequantize_per_tensor.default})
+    return node.op == "call_function" and node.target == DEQUANTIZE
 
